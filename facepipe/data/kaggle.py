@@ -1,0 +1,390 @@
+"""Readers for the Kaggle CSV formats: FER2013 and Facial Keypoints (training and test).
+
+The format is detected from the header, never from the file name; ``.csv`` and ``.csv.gz`` alike
+(gzip detected by content). Reading is split in two so Ray Data can parallelise the costly part:
+
+* :func:`read_raw` reads the file with pyarrow (cells as strings), checks the row structure and
+  the cheap columns, and numbers every row with its physical line in the file;
+* :func:`parse_rows` turns pixel strings into ``uint8`` images (one compiled pass) and keypoint
+  strings into floats with NaN for blanks.
+
+Every bad input raises :class:`CSVFormatError` naming the file, the line and the column; with
+``skip_bad_rows=True`` such rows are dropped instead and listed in ``RawTable.skipped``.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from facepipe.data import pixels as px
+from facepipe.data.schema import EMOTIONS, FER_USAGES, KeypointSchema
+
+FER = "fer2013"
+KEYPOINTS = "keypoints"
+KEYPOINTS_TEST = "keypoints_test"
+
+
+class CSVFormatError(ValueError):
+    """Bad input: names the file, the (1-based, physical) line and the column."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, column: str | None, message: str):
+        self.path, self.line, self.column, self.reason = str(path), line, column, message
+        where = str(path)
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", column {column!r}"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """One skipped input row and why."""
+
+    line: int
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        col = f", column {self.column!r}" if self.column else ""
+        return f"line {self.line}{col}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class CSVFormat:
+    """What a header says about a file."""
+
+    name: str  # FER | KEYPOINTS | KEYPOINTS_TEST
+    columns: tuple[str, ...]  # header names, stripped, in file order
+    pixel_column: str
+    image_size: int
+    schema: KeypointSchema | None = None
+
+    @property
+    def task(self) -> str:
+        return "emotion" if self.name == FER else "keypoints"
+
+    @property
+    def has_labels(self) -> bool:
+        if self.name == FER:
+            return "emotion" in self.columns
+        return self.name == KEYPOINTS
+
+
+def open_text(path: str | os.PathLike) -> io.TextIOBase:
+    """Open a plain or gzip-compressed text file, deciding by the first bytes, not the name."""
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, "r", encoding="utf-8", newline="")
+
+
+def _arrow_input(path: str | os.PathLike):
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    compression = "gzip" if magic == b"\x1f\x8b" else None
+    return pa.input_stream(str(path), compression=compression)
+
+
+def detect_format(path: str | os.PathLike, image_size: int | None = None) -> CSVFormat:
+    """Read the header line and tell which Kaggle format the file is.
+
+    ``image_size`` overrides the default side (48 for FER2013, 96 for keypoints).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with open_text(path) as f:
+            header = f.readline()
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
+        raise CSVFormatError(path, 1, None, f"not a readable text/CSV file ({e})") from None
+    if not header.strip():
+        raise CSVFormatError(path, None, None, "the file is empty (no header line)")
+    cols = tuple(c.strip().strip('"') for c in header.rstrip("\r\n").split(","))
+    names = set(cols)
+    if len(names) != len(cols):
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        raise CSVFormatError(path, 1, dup[0], "duplicate column in header")
+
+    def unexpected(allowed: set[str], what: str) -> None:
+        extra = [c for c in cols if c not in allowed]
+        if extra:
+            raise CSVFormatError(path, 1, extra[0], f"unexpected column for a {what} file; expected {sorted(allowed)}")
+
+    if "pixels" in names:
+        unexpected({"emotion", "pixels", "Usage"}, "FER2013")
+        return CSVFormat(FER, cols, "pixels", image_size or 48)
+    if "Image" in names and "ImageId" in names:
+        unexpected({"ImageId", "Image"}, "keypoints test.csv")
+        return CSVFormat(KEYPOINTS_TEST, cols, "Image", image_size or 96)
+    if "Image" in names:
+        coords = [c for c in cols if c != "Image"]
+        bad = [c for c in coords if not (c.endswith("_x") or c.endswith("_y"))]
+        if bad:
+            raise CSVFormatError(path, 1, bad[0], "keypoint columns must be named <point>_x / <point>_y")
+        if not coords:
+            raise CSVFormatError(path, 1, None, "keypoints file without any <point>_x/<point>_y column")
+        try:
+            schema = KeypointSchema.from_columns(coords)
+        except ValueError as e:
+            raise CSVFormatError(path, 1, None, str(e)) from None
+        return CSVFormat(KEYPOINTS, cols, "Image", image_size or 96, schema)
+    raise CSVFormatError(
+        path,
+        1,
+        None,
+        f"unknown header {list(cols)[:6]}: expected FER2013 (emotion,pixels,Usage), "
+        "Facial Keypoints training.csv (<point>_x,<point>_y,...,Image) or test.csv (ImageId,Image)",
+    )
+
+
+@dataclass
+class RawTable:
+    """Rows of a Kaggle CSV with cells still as strings, each numbered by its line in the file."""
+
+    path: str
+    format: CSVFormat
+    table: pa.Table  # the file's columns + "line" (int64)
+    skipped: list[BadRow] = field(default_factory=list)
+    blank_lines: list[int] = field(default_factory=list)
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
+
+
+def _find_lines(path: str, n_expected_cols: int) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+    """Slow path, only when pyarrow found malformed rows: (good lines, blank lines, [(bad line, n cols)])."""
+    good, blank, bad = [], [], []
+    with open_text(path) as f:
+        f.readline()
+        for i, line in enumerate(f, start=2):
+            s = line.rstrip("\r\n")
+            if not s.strip():
+                blank.append(i)
+                continue
+            n = s.count(",") + 1
+            (good.append(i) if n == n_expected_cols else bad.append((i, n)))
+    return good, blank, bad
+
+
+def read_raw(path: str | os.PathLike, skip_bad_rows: bool = False, image_size: int | None = None) -> RawTable:
+    """Read a Kaggle CSV into string columns, validating structure, labels and ``Usage``.
+
+    Pixel strings and keypoint values are validated later, by :func:`parse_rows`.
+    """
+    path = str(path)
+    fmt = detect_format(path, image_size)
+    ncols = len(fmt.columns)
+    malformed: list[tuple] = []
+
+    def on_invalid(row) -> str:
+        malformed.append((row.number, row.actual_columns, row.text))
+        return "skip"
+
+    convert = pacsv.ConvertOptions(
+        column_types={c: pa.string() for c in fmt.columns}, strings_can_be_null=True, quoted_strings_can_be_null=True
+    )
+    try:
+        with _arrow_input(path) as stream:
+            table = pacsv.read_csv(
+                stream,
+                read_options=pacsv.ReadOptions(column_names=list(fmt.columns), skip_rows=1, block_size=1 << 24),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
+                convert_options=convert,
+            )
+    except pa.ArrowInvalid as e:
+        raise CSVFormatError(path, None, None, f"could not parse as CSV: {e}") from None
+
+    skipped: list[BadRow] = []
+    blank: list[int] = []
+    n = table.num_rows
+    if malformed:
+        # pyarrow drops malformed rows and (multi-threaded) cannot say where they were: find their lines.
+        good, blank, bad = _find_lines(path, ncols)
+        for line, found in bad:
+            msg = f"expected {ncols} columns ({','.join(fmt.columns)}), found {found}"
+            if not skip_bad_rows:
+                raise CSVFormatError(path, line, None, msg)
+            skipped.append(BadRow(line, None, msg))
+        lines = np.asarray(sorted(good + blank), dtype=np.int64)
+        if len(lines) != n:  # quoted commas or newlines in a cell: cannot map rows to lines
+            raise CSVFormatError(path, None, None, "rows could not be matched to lines (quoted commas or newlines?)")
+    else:
+        lines = np.arange(2, n + 2, dtype=np.int64)
+    table = table.append_column("line", pa.array(lines))
+
+    # Blank lines come through as all-null rows: not data, not an error, but counted.
+    all_null = None
+    for c in fmt.columns:
+        isn = table.column(c).is_null()
+        all_null = isn if all_null is None else pc.and_(all_null, isn)
+    if all_null is not None and pc.any(all_null).as_py():
+        blank_mask = all_null.to_numpy(zero_copy_only=False)
+        blank = sorted(set(blank) | set(lines[blank_mask].tolist()))
+        table = table.filter(pc.invert(all_null))
+    if table.num_rows == 0:
+        raise CSVFormatError(path, 2, None, "the file has a header but no data rows")
+
+    raw = RawTable(path, fmt, table, skipped, blank)
+    _validate_columns(raw, skip_bad_rows)
+    return raw
+
+
+def _drop(raw: RawTable, bad: np.ndarray, column: str, reasons: list[str], skip: bool) -> None:
+    """Raise for the first bad row, or drop all of them and record why."""
+    lines = raw.table.column("line").to_numpy()
+    idx = np.flatnonzero(bad)
+    if not len(idx):
+        return
+    if not skip:
+        more = f" (and {len(idx) - 1} more bad rows; --skip-bad-rows skips them)" if len(idx) > 1 else ""
+        raise CSVFormatError(raw.path, int(lines[idx[0]]), column, reasons[0] + more)
+    raw.skipped.extend(BadRow(int(lines[i]), column, r) for i, r in zip(idx, reasons))
+    raw.table = raw.table.filter(pa.array(~bad))
+
+
+def _validate_columns(raw: RawTable, skip: bool) -> None:
+    fmt = raw.format
+    t = raw.table
+    if fmt.name == FER and "emotion" in fmt.columns:
+        vals = t.column("emotion").to_pylist()
+        bad, reasons = np.zeros(len(vals), bool), []
+        for i, v in enumerate(vals):
+            s = (v or "").strip()
+            if not (s.isdigit() and int(s) < len(EMOTIONS)):
+                bad[i] = True
+                reasons.append(f"label {v!r} is not an emotion 0..{len(EMOTIONS) - 1}")
+        _drop(raw, bad, "emotion", reasons, skip)
+    if fmt.name == FER and "Usage" in fmt.columns:
+        usage = raw.table.column("Usage")
+        ok = pc.fill_null(pc.is_in(usage, value_set=pa.array(FER_USAGES)), False).to_numpy(zero_copy_only=False)
+        vals = usage.to_pylist()
+        reasons = [f"unknown Usage {vals[i]!r}; expected one of {list(FER_USAGES)}" for i in np.flatnonzero(~ok)]
+        _drop(raw, ~ok, "Usage", reasons, skip)
+    if fmt.name == KEYPOINTS:
+        for c in fmt.schema.columns:
+            col = raw.table.column(c)
+            try:
+                pc.cast(col, pa.float64())
+                continue
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+            vals = col.to_pylist()
+            bad = np.zeros(len(vals), bool)
+            reasons = []
+            for i, v in enumerate(vals):
+                try:
+                    if v is not None:
+                        float(v)
+                except ValueError:
+                    bad[i] = True
+                    reasons.append(f"keypoint value {v[:20]!r} is not a number")
+            _drop(raw, bad, c, reasons, skip)
+    if fmt.name == KEYPOINTS_TEST:
+        ids = raw.table.column("ImageId").to_pylist()
+        bad = np.array([not (v or "").strip().isdigit() for v in ids])
+        reasons = [f"ImageId {ids[i]!r} is not an integer" for i in np.flatnonzero(bad)]
+        _drop(raw, bad, "ImageId", reasons, skip)
+
+
+def parse_rows(batch: pa.Table, fmt: CSVFormat, drop_bad: bool = True) -> tuple[dict[str, np.ndarray], list[BadRow]]:
+    """Turn a slice of a :class:`RawTable` into arrays.
+
+    Returns ``(columns, bad_rows)``: columns always include ``image`` (uint8 [N,S,S]), ``line``
+    and, by format, ``label`` (int64), ``usage`` (str), ``keypoints`` (float32 [N,K,2], NaN when
+    missing), ``mask`` (bool [N,K]) or ``image_id``. Rows listed in ``bad_rows`` are removed,
+    or, with ``drop_bad=False``, kept (pixels unspecified) for the caller to flag.
+    """
+    s = fmt.image_size
+    images, status, detail = px.parse_pixel_column(batch.column(fmt.pixel_column), s * s)
+    out: dict[str, np.ndarray] = {"image": images.reshape(-1, s, s), "line": batch.column("line").to_numpy()}
+    if fmt.name == FER:
+        if "emotion" in fmt.columns:
+            out["label"] = np.asarray(pc.cast(batch.column("emotion"), pa.int64()).to_numpy(zero_copy_only=False))
+        if "Usage" in fmt.columns:
+            out["usage"] = np.asarray(batch.column("Usage").to_pylist(), dtype=object)
+    elif fmt.name == KEYPOINTS:
+        k = fmt.schema.num_points
+        kp = np.empty((batch.num_rows, k, 2), dtype=np.float32)
+        for i, (cx, cy) in enumerate(zip(fmt.schema.x_columns, fmt.schema.y_columns)):
+            kp[:, i, 0] = pc.cast(batch.column(cx), pa.float64()).to_numpy(zero_copy_only=False)
+            kp[:, i, 1] = pc.cast(batch.column(cy), pa.float64()).to_numpy(zero_copy_only=False)
+        # A point counts as present only when both coordinates are.
+        missing = np.isnan(kp).any(axis=2)
+        kp[missing] = np.nan
+        out["keypoints"], out["mask"] = kp, ~missing
+    else:
+        out["image_id"] = np.asarray(pc.cast(batch.column("ImageId"), pa.int64()).to_numpy(zero_copy_only=False))
+
+    bad_idx = np.flatnonzero(status != px.OK)
+    bad: list[BadRow] = []
+    if len(bad_idx):
+        texts = batch.column(fmt.pixel_column)
+        for i in bad_idx:
+            reason = px.describe_bad_pixels(texts[int(i)].as_py(), int(status[i]), int(detail[i]), s * s)
+            bad.append(BadRow(int(out["line"][i]), fmt.pixel_column, reason))
+        if drop_bad:
+            keep = status == px.OK
+            out = {k: v[keep] for k, v in out.items()}
+    return out, bad
+
+
+@dataclass
+class FaceTable:
+    """A parsed Kaggle CSV held in memory (the in-process twin of the Ray dataset)."""
+
+    path: str
+    format: CSVFormat
+    columns: dict[str, np.ndarray]
+    skipped: list[BadRow]
+    blank_lines: list[int]
+
+    def __len__(self) -> int:
+        return len(self.columns["image"])
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        # images/labels/keypoints/mask/usage/line as attributes, for notebooks and tests.
+        alias = {"images": "image", "labels": "label", "lines": "line"}.get(name, name)
+        cols = self.__dict__.get("columns", {})
+        if alias in cols:
+            return cols[alias]
+        raise AttributeError(name)
+
+    @property
+    def schema(self) -> KeypointSchema | None:
+        return self.format.schema
+
+    def select(self, index: np.ndarray) -> "FaceTable":
+        """Rows by index or boolean mask (e.g. a split)."""
+        return FaceTable(self.path, self.format, {k: v[index] for k, v in self.columns.items()}, self.skipped, self.blank_lines)
+
+
+def raise_or_record(raw: RawTable, bad: list[BadRow], skip_bad_rows: bool) -> None:
+    """Apply the bad-row policy to rows found bad while parsing."""
+    if bad and not skip_bad_rows:
+        first = min(bad, key=lambda b: b.line)
+        more = f" (and {len(bad) - 1} more bad rows; --skip-bad-rows skips them)" if len(bad) > 1 else ""
+        raise CSVFormatError(raw.path, first.line, first.column, first.reason + more)
+    raw.skipped.extend(bad)
+    raw.skipped.sort(key=lambda b: b.line)
+
+
+def read_table(path: str | os.PathLike, skip_bad_rows: bool = False, image_size: int | None = None) -> FaceTable:
+    """Read and parse a whole Kaggle CSV in this process."""
+    raw = read_raw(path, skip_bad_rows=skip_bad_rows, image_size=image_size)
+    cols, bad = parse_rows(raw.table, raw.format)
+    raise_or_record(raw, bad, skip_bad_rows)
+    if len(cols["image"]) == 0:
+        raise CSVFormatError(raw.path, None, None, f"no valid rows ({len(raw.skipped)} bad rows skipped)")
+    return FaceTable(raw.path, raw.format, cols, raw.skipped, raw.blank_lines)

@@ -1,0 +1,109 @@
+"""Label schemas: emotion class names and keypoint point sets built from CSV column names."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: FER2013 label order (the ``emotion`` column's 0..6).
+EMOTIONS: tuple[str, ...] = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
+
+#: FER2013 ``Usage`` values.
+FER_USAGES: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
+
+#: The 30 coordinate columns of Kaggle's Facial Keypoints ``training.csv``, in file order.
+KAGGLE_KEYPOINT_COLUMNS: tuple[str, ...] = tuple(
+    f"{p}_{a}"
+    for p in (
+        "left_eye_center", "right_eye_center",
+        "left_eye_inner_corner", "left_eye_outer_corner",
+        "right_eye_inner_corner", "right_eye_outer_corner",
+        "left_eyebrow_inner_end", "left_eyebrow_outer_end",
+        "right_eyebrow_inner_end", "right_eyebrow_outer_end",
+        "nose_tip",
+        "mouth_left_corner", "mouth_right_corner",
+        "mouth_center_top_lip", "mouth_center_bottom_lip",
+    )
+    for a in ("x", "y")
+)
+
+
+def _mirror_name(name: str) -> str | None:
+    """The name of the mirrored point ('left' <-> 'right'), or None if the name has no side."""
+    tokens = name.split("_")
+    swapped = [{"left": "right", "right": "left"}.get(t, t) for t in tokens]
+    return "_".join(swapped) if swapped != tokens else None
+
+
+@dataclass(frozen=True)
+class KeypointSchema:
+    """A named point set: x/y column pairs and horizontal-flip pairs derived from the names.
+
+    Points are named as in Kaggle: "left" is the subject's left (the image's right side).
+    A point whose name has no ``left``/``right`` token is its own mirror (e.g. ``nose_tip``).
+    """
+
+    names: tuple[str, ...]
+    x_columns: tuple[str, ...] = field(repr=False)
+    y_columns: tuple[str, ...] = field(repr=False)
+
+    @classmethod
+    def from_columns(cls, columns: list[str] | tuple[str, ...]) -> "KeypointSchema":
+        """Build from coordinate column names (``<point>_x`` / ``<point>_y``); other columns ignored.
+
+        Raises ValueError when a point has only one of its two coordinates.
+        """
+        xs = [c[:-2] for c in columns if c.endswith("_x")]
+        ys = [c[:-2] for c in columns if c.endswith("_y")]
+        if set(xs) != set(ys):
+            lonely = sorted(set(xs) ^ set(ys))
+            raise ValueError(f"keypoint columns without their x/y partner: {lonely}")
+        if len(set(xs)) != len(xs):
+            raise ValueError("duplicate keypoint columns")
+        return cls(tuple(xs), tuple(f"{n}_x" for n in xs), tuple(f"{n}_y" for n in xs))
+
+    @classmethod
+    def kaggle(cls) -> "KeypointSchema":
+        """The 15-point Kaggle Facial Keypoints schema."""
+        return cls.from_columns(KAGGLE_KEYPOINT_COLUMNS)
+
+    @property
+    def num_points(self) -> int:
+        return len(self.names)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Coordinate columns interleaved x, y per point (the Kaggle file order)."""
+        return tuple(c for pair in zip(self.x_columns, self.y_columns) for c in pair)
+
+    @property
+    def flip_permutation(self) -> np.ndarray:
+        """Index array p such that after a horizontal flip, point i takes the label of point p[i].
+
+        Raises ValueError if a point's mirror name (left<->right) is absent from the schema,
+        since flipping would then mislabel it.
+        """
+        index = {n: i for i, n in enumerate(self.names)}
+        perm = []
+        for n in self.names:
+            m = _mirror_name(n)
+            if m is None:
+                perm.append(index[n])
+            elif m in index:
+                perm.append(index[m])
+            else:
+                raise ValueError(f"point {n!r} has no mirror point {m!r}; horizontal flip is not safe")
+        return np.asarray(perm, dtype=np.int64)
+
+    @property
+    def flip_pairs(self) -> list[tuple[str, str]]:
+        """The (left, right) name pairs that swap under a horizontal flip."""
+        perm = self.flip_permutation
+        return [(self.names[i], self.names[j]) for i, j in enumerate(perm) if i < j]
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names)}
+
+    @classmethod
+    def from_names(cls, names: list[str]) -> "KeypointSchema":
+        return cls(tuple(names), tuple(f"{n}_x" for n in names), tuple(f"{n}_y" for n in names))

@@ -1,0 +1,32 @@
+"""Ray session set-up shared by every job: join a cluster when there is one, else start a local Ray."""
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, progress: bool = False) -> dict:
+    """Connect to Ray and return its resources.
+
+    Order: an explicit ``address``, then ``RAY_ADDRESS`` (set by ``ray job submit`` and on cluster
+    nodes), else an embedded single-node Ray on this machine. Ray's own logging and Ray Data's
+    progress bars stay quiet unless ``progress`` is set, so a job's own progress lines stay readable.
+    """
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": True}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    if not progress:
+        # After ray.data is imported: it configures its own loggers on import.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ctx.enable_progress_bars = progress
+    ctx.enable_operator_progress_bars = progress
+    ctx.print_on_execution_start = progress
+    ctx.enable_auto_log_stats = False
+    return ray.cluster_resources()
