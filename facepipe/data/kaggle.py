@@ -178,10 +178,12 @@ def _find_lines(path: str, n_expected_cols: int) -> tuple[list[int], list[int], 
     return good, blank, bad
 
 
-def read_raw(path: str | os.PathLike, skip_bad_rows: bool = False, image_size: int | None = None) -> RawTable:
-    """Read a Kaggle CSV into string columns, validating structure, labels and ``Usage``.
+def read_raw(path: str | os.PathLike, image_size: int | None = None) -> RawTable:
+    """Read a Kaggle CSV into string columns, checking structure, labels, ``Usage`` and keypoints.
 
-    Pixel strings and keypoint values are validated later, by :func:`parse_rows`.
+    Bad rows are removed and listed in ``RawTable.skipped``; pixel strings are checked later, by
+    :func:`parse_rows`. Callers then apply the policy with :func:`raise_or_record`, which raises
+    for the earliest bad line unless bad rows are to be skipped.
     """
     path = str(path)
     fmt = detect_format(path, image_size)
@@ -193,7 +195,10 @@ def read_raw(path: str | os.PathLike, skip_bad_rows: bool = False, image_size: i
         return "skip"
 
     convert = pacsv.ConvertOptions(
-        column_types={c: pa.string() for c in fmt.columns}, strings_can_be_null=True, quoted_strings_can_be_null=True
+        column_types={c: pa.string() for c in fmt.columns},
+        null_values=[""],  # only a blank cell is missing; "n/a" and friends are errors
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
     )
     try:
         with _arrow_input(path) as stream:
@@ -213,10 +218,7 @@ def read_raw(path: str | os.PathLike, skip_bad_rows: bool = False, image_size: i
         # pyarrow drops malformed rows and (multi-threaded) cannot say where they were: find their lines.
         good, blank, bad = _find_lines(path, ncols)
         for line, found in bad:
-            msg = f"expected {ncols} columns ({','.join(fmt.columns)}), found {found}"
-            if not skip_bad_rows:
-                raise CSVFormatError(path, line, None, msg)
-            skipped.append(BadRow(line, None, msg))
+            skipped.append(BadRow(line, None, f"expected {ncols} columns ({','.join(fmt.columns)}), found {found}"))
         lines = np.asarray(sorted(good + blank), dtype=np.int64)
         if len(lines) != n:  # quoted commas or newlines in a cell: cannot map rows to lines
             raise CSVFormatError(path, None, None, "rows could not be matched to lines (quoted commas or newlines?)")
@@ -233,28 +235,24 @@ def read_raw(path: str | os.PathLike, skip_bad_rows: bool = False, image_size: i
         blank_mask = all_null.to_numpy(zero_copy_only=False)
         blank = sorted(set(blank) | set(lines[blank_mask].tolist()))
         table = table.filter(pc.invert(all_null))
-    if table.num_rows == 0:
+    if table.num_rows == 0 and not skipped:
         raise CSVFormatError(path, 2, None, "the file has a header but no data rows")
 
     raw = RawTable(path, fmt, table, skipped, blank)
-    _validate_columns(raw, skip_bad_rows)
+    _validate_columns(raw)
     return raw
 
 
-def _drop(raw: RawTable, bad: np.ndarray, column: str, reasons: list[str], skip: bool) -> None:
-    """Raise for the first bad row, or drop all of them and record why."""
-    lines = raw.table.column("line").to_numpy()
+def _drop(raw: RawTable, bad: np.ndarray, column: str, reasons: list[str]) -> None:
+    """Remove bad rows from the table and record why."""
     idx = np.flatnonzero(bad)
-    if not len(idx):
-        return
-    if not skip:
-        more = f" (and {len(idx) - 1} more bad rows; --skip-bad-rows skips them)" if len(idx) > 1 else ""
-        raise CSVFormatError(raw.path, int(lines[idx[0]]), column, reasons[0] + more)
-    raw.skipped.extend(BadRow(int(lines[i]), column, r) for i, r in zip(idx, reasons))
-    raw.table = raw.table.filter(pa.array(~bad))
+    if len(idx):
+        lines = raw.table.column("line").to_numpy()
+        raw.skipped.extend(BadRow(int(lines[i]), column, r) for i, r in zip(idx, reasons))
+        raw.table = raw.table.filter(pa.array(~bad))
 
 
-def _validate_columns(raw: RawTable, skip: bool) -> None:
+def _validate_columns(raw: RawTable) -> None:
     fmt = raw.format
     t = raw.table
     if fmt.name == FER and "emotion" in fmt.columns:
@@ -265,13 +263,13 @@ def _validate_columns(raw: RawTable, skip: bool) -> None:
             if not (s.isdigit() and int(s) < len(EMOTIONS)):
                 bad[i] = True
                 reasons.append(f"label {v!r} is not an emotion 0..{len(EMOTIONS) - 1}")
-        _drop(raw, bad, "emotion", reasons, skip)
+        _drop(raw, bad, "emotion", reasons)
     if fmt.name == FER and "Usage" in fmt.columns:
         usage = raw.table.column("Usage")
         ok = pc.fill_null(pc.is_in(usage, value_set=pa.array(FER_USAGES)), False).to_numpy(zero_copy_only=False)
         vals = usage.to_pylist()
         reasons = [f"unknown Usage {vals[i]!r}; expected one of {list(FER_USAGES)}" for i in np.flatnonzero(~ok)]
-        _drop(raw, ~ok, "Usage", reasons, skip)
+        _drop(raw, ~ok, "Usage", reasons)
     if fmt.name == KEYPOINTS:
         for c in fmt.schema.columns:
             col = raw.table.column(c)
@@ -290,12 +288,12 @@ def _validate_columns(raw: RawTable, skip: bool) -> None:
                 except ValueError:
                     bad[i] = True
                     reasons.append(f"keypoint value {v[:20]!r} is not a number")
-            _drop(raw, bad, c, reasons, skip)
+            _drop(raw, bad, c, reasons)
     if fmt.name == KEYPOINTS_TEST:
         ids = raw.table.column("ImageId").to_pylist()
         bad = np.array([not (v or "").strip().isdigit() for v in ids])
         reasons = [f"ImageId {ids[i]!r} is not an integer" for i in np.flatnonzero(bad)]
-        _drop(raw, bad, "ImageId", reasons, skip)
+        _drop(raw, bad, "ImageId", reasons)
 
 
 def parse_rows(batch: pa.Table, fmt: CSVFormat, drop_bad: bool = True) -> tuple[dict[str, np.ndarray], list[BadRow]]:
@@ -371,18 +369,19 @@ class FaceTable:
 
 
 def raise_or_record(raw: RawTable, bad: list[BadRow], skip_bad_rows: bool) -> None:
-    """Apply the bad-row policy to rows found bad while parsing."""
-    if bad and not skip_bad_rows:
-        first = min(bad, key=lambda b: b.line)
-        more = f" (and {len(bad) - 1} more bad rows; --skip-bad-rows skips them)" if len(bad) > 1 else ""
-        raise CSVFormatError(raw.path, first.line, first.column, first.reason + more)
+    """Apply the bad-row policy: raise for the earliest bad line, or keep the full list of skipped rows."""
     raw.skipped.extend(bad)
     raw.skipped.sort(key=lambda b: b.line)
+    if raw.skipped and not skip_bad_rows:
+        first = raw.skipped[0]
+        n = len(raw.skipped)
+        more = f" (and {n - 1} more bad rows; --skip-bad-rows skips them)" if n > 1 else ""
+        raise CSVFormatError(raw.path, first.line, first.column, first.reason + more)
 
 
 def read_table(path: str | os.PathLike, skip_bad_rows: bool = False, image_size: int | None = None) -> FaceTable:
     """Read and parse a whole Kaggle CSV in this process."""
-    raw = read_raw(path, skip_bad_rows=skip_bad_rows, image_size=image_size)
+    raw = read_raw(path, image_size=image_size)
     cols, bad = parse_rows(raw.table, raw.format)
     raise_or_record(raw, bad, skip_bad_rows)
     if len(cols["image"]) == 0:

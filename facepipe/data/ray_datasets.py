@@ -85,7 +85,7 @@ def load_splits(
     rows_per_block: int = ROWS_PER_BLOCK,
 ) -> SplitDatasets:
     """Read, parse (in Ray tasks) and split a Kaggle CSV into materialized Ray datasets."""
-    raw = read_raw(path, skip_bad_rows=skip_bad_rows, image_size=image_size)
+    raw = read_raw(path, image_size=image_size)
     split = assign_splits(raw, val_fraction, seed)
     table = raw.table.append_column("split", pa.array(split.astype(str)))
     blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)]
