@@ -20,7 +20,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, progress: 
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+            # The dashboard serves Ray's state API, which Ray Train's clean-up polls; local only.
+            ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **kwargs)
     ctx = ray.data.DataContext.get_current()
     if not progress:
         # After ray.data is imported: it configures its own loggers on import.
