@@ -27,7 +27,8 @@ META = "meta.json"
 #: Defaults per task: architecture, its arguments and input size.
 DEFAULT_ARCH = {
     "keypoints": ("resnet18", {}, 96),
-    "emotion": ("vgg_cnn", {"widths": [64, 128, 256], "convs_per_block": 2, "dropout": 0.3}, 48),
+    # 1.2M parameters; 32 channels at full 48 px resolution keeps it ~4x cheaper than 64.
+    "emotion": ("vgg_cnn", {"widths": [32, 64, 128, 256], "convs_per_block": 2, "dropout": 0.3}, 48),
 }
 RESNETS = ("resnet18", "resnet34", "resnet50")
 
@@ -73,16 +74,21 @@ class EmotionCNN(nn.Module):
 
 
 def build_model(task: str, arch: str, arch_args: dict, num_outputs: int) -> nn.Module:
-    """Construct an untrained network; ``num_outputs`` = keypoints (K) or classes."""
+    """Construct an untrained network; ``num_outputs`` = keypoints (K) or classes.
+
+    Weights are laid out channels-last: on CPU (oneDNN) that makes these convolutions 3-5x faster.
+    """
     if task == "keypoints":
         if arch not in RESNETS:
             raise ValueError(f"keypoints model must be one of {RESNETS}, got {arch!r}")
-        return KeypointResNet(num_outputs, depth=arch, **arch_args)
-    if task == "emotion":
+        model: nn.Module = KeypointResNet(num_outputs, depth=arch, **arch_args)
+    elif task == "emotion":
         if arch != "vgg_cnn":
             raise ValueError(f"emotion model must be 'vgg_cnn', got {arch!r}")
-        return EmotionCNN(num_outputs, **arch_args)
-    raise ValueError(f"unknown task {task!r}; choose 'keypoints' or 'emotion'")
+        model = EmotionCNN(num_outputs, **arch_args)
+    else:
+        raise ValueError(f"unknown task {task!r}; choose 'keypoints' or 'emotion'")
+    return model.to(memory_format=torch.channels_last)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -98,7 +104,8 @@ def preprocess(images: np.ndarray | torch.Tensor, meta: dict, device: torch.devi
     if x.dtype != torch.uint8:
         raise TypeError(f"images must be uint8 until preprocessing, got {x.dtype}")
     norm = meta["normalization"]
-    return ((x.float() / 255.0 - norm["mean"]) / norm["std"]).unsqueeze(1)
+    x = ((x.float() / 255.0 - norm["mean"]) / norm["std"]).unsqueeze(1)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def to_pixels(normalised: torch.Tensor | np.ndarray, size: int) -> torch.Tensor | np.ndarray:

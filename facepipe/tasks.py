@@ -36,7 +36,10 @@ class KeypointsTask:
         return masked_mse(out.float(), target, batch["mask"])
 
     def metric_sums(self, out: torch.Tensor, batch: dict, meta: dict) -> dict[str, torch.Tensor]:
-        pred = to_pixels(out.float(), meta["input_size"])
+        return self.sums_from_predictions(to_pixels(out.float(), meta["input_size"]), batch)
+
+    def sums_from_predictions(self, pred: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        """Sums from keypoints in input pixels [N, K, 2] (after any test-time augmentation)."""
         m = batch["mask"].float()
         err = (pred - torch.nan_to_num(batch["keypoints"].float())) ** 2
         per_point = (err.sum(-1) * m).sum(0)  # squared px error per keypoint, x and y together
@@ -67,9 +70,13 @@ class EmotionTask:
         return F.cross_entropy(out.float(), batch["label"].long(), label_smoothing=self.label_smoothing if train else 0.0)
 
     def metric_sums(self, out: torch.Tensor, batch: dict, meta: dict) -> dict[str, torch.Tensor]:
-        k = len(meta["class_names"])
+        return self.sums_from_predictions(out, batch)
+
+    def sums_from_predictions(self, scores: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        """Sums from class scores or probabilities [N, C]."""
+        k = scores.shape[1]
         y = batch["label"].long()
-        pred = out.argmax(1)
+        pred = scores.argmax(1)
         cm = torch.bincount(y * k + pred, minlength=k * k).double()
         return {"confusion": cm, "n": torch.tensor([float(len(y))], dtype=torch.float64)}
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from facepipe.data.kaggle import FER, BadRow, CSVFormat, RawTable, parse_rows, raise_or_record, read_raw
+from facepipe.data.kaggle import BadRow, CSVFormat, parse_rows, raise_or_record, read_raw
 
 #: Ray Data tasks ask for a fraction of a CPU so that, on a 2-core machine, they can always be
 #: scheduled next to Train workers or inference actors (whole-CPU asks there deadlock).
@@ -62,11 +62,10 @@ def parse_batch(batch: pa.Table, fmt: CSVFormat) -> dict[str, np.ndarray]:
     return cols
 
 
-def assign_splits(raw: RawTable, val_fraction: float = 0.1, seed: int = 0) -> np.ndarray:
-    """Split name per row: FER2013's ``Usage``; otherwise a seeded random ``train``/``val`` split."""
-    n = raw.num_rows
-    if raw.format.name == FER and "Usage" in raw.format.columns:
-        return np.asarray(raw.table.column("Usage").to_pylist(), dtype=object)
+def assign_splits(n: int, usage: np.ndarray | None = None, val_fraction: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Split name per row: FER2013's ``Usage`` when given; otherwise a seeded random ``train``/``val`` split."""
+    if usage is not None:
+        return np.asarray(usage, dtype=object)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     split = np.full(n, "train", dtype=object)
@@ -86,7 +85,8 @@ def load_splits(
 ) -> SplitDatasets:
     """Read, parse (in Ray tasks) and split a Kaggle CSV into materialized Ray datasets."""
     raw = read_raw(path, image_size=image_size)
-    split = assign_splits(raw, val_fraction, seed)
+    usage = raw.table.column("Usage").to_pylist() if "Usage" in raw.format.columns else None
+    split = assign_splits(raw.num_rows, usage, val_fraction, seed)
     table = raw.table.append_column("split", pa.array(split.astype(str)))
     blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)]
     parsed = ray.data.from_arrow(blocks).map_batches(

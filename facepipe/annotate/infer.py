@@ -1,0 +1,212 @@
+"""Stage 2 of annotation: batched forward passes of both models, and in-process :func:`predict`.
+
+:class:`Annotator` is the callable class that Ray Data runs as an actor pool
+(``map_batches(Annotator, concurrency=N)``): each actor loads both model directories once, then
+turns batches of face rows from :mod:`.prepare` into keypoints in original-image pixels
+(``to_pixels`` then :func:`.crop.crop_to_image`) and emotion probabilities. :func:`predict` runs the
+very same two stages in the calling process.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.annotate.crop import crop_to_image
+from facepipe.annotate.detect import DetectorConfig
+from facepipe.annotate.prepare import DEFAULT_MARGIN, PrepareConfig, prepare_items
+
+__all__ = ["Annotator", "predict", "resolve_device", "load_models_meta"]
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no GPU")
+    return device
+
+
+def load_models_meta(keypoints_model: str | os.PathLike, emotion_model: str | os.PathLike) -> tuple[dict, dict]:
+    """Both ``meta.json`` files, checked to be the right tasks (fails fast, before Ray starts)."""
+    from facepipe.models import read_meta
+
+    metas = []
+    for path, task in ((keypoints_model, "keypoints"), (emotion_model, "emotion")):
+        meta = read_meta(path)
+        if meta.get("task") != task:
+            raise ValueError(f"{path}: is a {meta.get('task')!r} model, expected a {task!r} model")
+        if not (Path(path) / "weights.pt").is_file():
+            raise FileNotFoundError(f"{path}: no weights.pt")
+        metas.append(meta)
+    return metas[0], metas[1]
+
+
+class Annotator:
+    """Loads both models once; ``__call__`` annotates a batch of rows from :mod:`.prepare`.
+
+    Rows whose status is not ``ok`` pass through with NaN keypoints/probabilities. Output adds
+    ``keypoints`` float32 ``[N, K, 2]`` (original image pixels), ``probs`` float32 ``[N, C]``,
+    ``emotion`` (label) and ``t_infer`` (seconds, spread over the batch's faces) and drops the crops.
+    """
+
+    def __init__(
+        self,
+        keypoints_model: str | os.PathLike,
+        emotion_model: str | os.PathLike,
+        device: str = "auto",
+        torch_threads: int | None = None,
+        batch_size: int = 64,
+    ):
+        import torch
+
+        from facepipe.models import load_model, model_id
+
+        if torch_threads:
+            torch.set_num_threads(int(torch_threads))
+        self.device = resolve_device(device)
+        self.batch_size = int(batch_size)
+        self.kp_model, self.kp_meta = load_model(keypoints_model, self.device)
+        self.em_model, self.em_meta = load_model(emotion_model, self.device)
+        if self.kp_meta["task"] != "keypoints" or self.em_meta["task"] != "emotion":
+            raise ValueError("Annotator needs a keypoints model and an emotion model, in that order")
+        self.keypoint_names = list(self.kp_meta["keypoint_names"])
+        self.class_names = list(self.em_meta["class_names"])
+        self.kp_size = int(self.kp_meta["input_size"])
+        self.em_size = int(self.em_meta["input_size"])
+        self.model_ids = (model_id(self.kp_meta), model_id(self.em_meta))
+
+    @property
+    def crop_sizes(self) -> tuple[tuple[str, int], ...]:
+        return (("keypoints", self.kp_size), ("emotion", self.em_size))
+
+    def _forward(self, model, meta, crops: np.ndarray) -> np.ndarray:
+        import torch
+
+        from facepipe.models import preprocess
+
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(crops), self.batch_size):
+                x = preprocess(np.ascontiguousarray(crops[i : i + self.batch_size]), meta, self.device)
+                outs.append(model(x).float().cpu().numpy())
+        return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+    def keypoints(self, crops: np.ndarray, squares: np.ndarray) -> np.ndarray:
+        """uint8 crops ``[N, S, S]`` and their squares ``[N, 3]`` → points ``[N, K, 2]`` in image pixels."""
+        from facepipe.models import to_pixels
+
+        out = self._forward(self.kp_model, self.kp_meta, crops).reshape(len(crops), -1, 2)
+        return crop_to_image(to_pixels(out, self.kp_size), np.asarray(squares)[:, None, :], self.kp_size).astype(np.float32)
+
+    def emotions(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops ``[N, S, S]`` → class probabilities ``[N, C]``."""
+        logits = self._forward(self.em_model, self.em_meta, crops).reshape(len(crops), -1).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        status = np.asarray(batch["status"])
+        n = len(status)
+        kps = np.full((n, len(self.keypoint_names), 2), np.nan, np.float32)
+        probs = np.full((n, len(self.class_names)), np.nan, np.float32)
+        labels = np.full(n, "", dtype=object)
+        ok = np.flatnonzero(status == "ok")
+        if len(ok):
+            kp_crops, em_crops = batch["crop_keypoints"][ok], batch["crop_emotion"][ok]
+            if kp_crops.shape[1:] != (self.kp_size, self.kp_size) or em_crops.shape[1:] != (self.em_size, self.em_size):
+                raise ValueError(f"crop sizes {kp_crops.shape[1:]}/{em_crops.shape[1:]} do not match the models' inputs {self.kp_size}/{self.em_size}")
+            kps[ok] = self.keypoints(kp_crops, batch["square"][ok])
+            probs[ok] = self.emotions(em_crops)
+            names = np.array(self.class_names, dtype=object)
+            labels[ok] = names[probs[ok].argmax(axis=1)]
+        out = {k: v for k, v in batch.items() if not k.startswith("crop_")}
+        out["keypoints"] = kps
+        out["probs"] = probs
+        out["emotion"] = labels
+        t_infer = np.zeros(n, np.float64)
+        if len(ok):
+            t_infer[ok] = (time.perf_counter() - t0) / len(ok)
+        out["t_infer"] = t_infer
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_annotator(kp: str, em: str, device: str, batch_size: int) -> Annotator:
+    return Annotator(kp, em, device=device, batch_size=batch_size)
+
+
+def predict(
+    images,
+    keypoints_model: str | os.PathLike | None = None,
+    emotion_model: str | os.PathLike | None = None,
+    *,
+    annotator: Annotator | None = None,
+    detector: DetectorConfig | dict | None = None,
+    margin: float = DEFAULT_MARGIN,
+    detect: bool = True,
+    device: str = "auto",
+    batch_size: int = 64,
+) -> list[dict] | dict:
+    """Keypoints and emotion for every face in ``images``, in this process (no Ray).
+
+    ``images``: one item or a list of items; an item is a file path, encoded image bytes, or a
+    decoded array (OpenCV layout: gray / BGR / BGRA, 8 or 16 bit). Models are model directories
+    (loaded once per process and cached) or a ready ``annotator``. With ``detect=False`` each image
+    is taken as one face crop (like the Kaggle / FER2013 images) instead of running the detector.
+
+    Returns one dict per item (a single dict for a single item)::
+
+        {"status": "ok" | "no_face" | "error", "error": str | None, "width": int, "height": int,
+         "faces": [{"face_index": 0, "bbox": (x, y, w, h), "score": float | None,
+                    "keypoints": {name: (x, y)}, "keypoints_array": float32 [K, 2],
+                    "emotion": "Happy", "confidence": 0.91, "probabilities": {class: p}}]}
+
+    Coordinates are pixels of the (EXIF-upright) original image. Uses the same stage functions as
+    the Ray job (:func:`.prepare.prepare_items` and :class:`Annotator`), so results are identical.
+    """
+    if annotator is None:
+        if keypoints_model is None or emotion_model is None:
+            raise ValueError("predict needs keypoints_model and emotion_model directories (or an annotator)")
+        annotator = _cached_annotator(str(Path(keypoints_model).resolve()), str(Path(emotion_model).resolve()), device, int(batch_size))
+    single = not isinstance(images, (list, tuple))
+    items = [images] if single else list(images)
+    config = PrepareConfig(detector=DetectorConfig.from_any(detector), margin=margin, crop_sizes=annotator.crop_sizes, detect=detect, cv2_threads=0)
+    rows = annotator(prepare_items(items, config))
+    # prepare_items emits, item by item in order, one row per face or one status row.
+    results: list[dict] = []
+    j = 0
+    for _ in items:
+        st = str(rows["status"][j])
+        count = int(rows["num_faces"][j]) if st == "ok" else 1
+        res = {
+            "status": st,
+            "error": str(rows["error"][j]) or None,
+            "width": int(rows["image_width"][j]) if rows["image_width"][j] >= 0 else None,
+            "height": int(rows["image_height"][j]) if rows["image_height"][j] >= 0 else None,
+            "faces": [],
+        }
+        for r in range(j, j + count if st == "ok" else j):
+            kp, probs, score = rows["keypoints"][r], rows["probs"][r], float(rows["score"][r])
+            res["faces"].append(
+                {
+                    "face_index": int(rows["face_index"][r]),
+                    "bbox": tuple(float(v) for v in rows["bbox"][r]),
+                    "score": score if np.isfinite(score) else None,
+                    "keypoints": {name: (float(x), float(y)) for name, (x, y) in zip(annotator.keypoint_names, kp)},
+                    "keypoints_array": kp.copy(),
+                    "emotion": str(rows["emotion"][r]),
+                    "confidence": float(probs.max()),
+                    "probabilities": {c: float(p) for c, p in zip(annotator.class_names, probs)},
+                }
+            )
+        results.append(res)
+        j += count
+    return results[0] if single else results

@@ -1,0 +1,353 @@
+"""Listing input files and decoding images by their content (never their extension).
+
+Decoding uses OpenCV only (``cv2.imdecode`` with ``IMREAD_UNCHANGED``: JPEG, PNG, BMP, WebP, TIFF
+and whatever else the OpenCV build reads), then normalises every mode to ``uint8``:
+
+* 16-bit (and float) images are scaled to 8 bits; grayscale stays grayscale;
+* alpha (RGBA, LA, palette with transparency) is composited over white;
+* palette PNGs arrive expanded to BGR from OpenCV;
+* the EXIF orientation is applied. ``IMREAD_UNCHANGED`` makes OpenCV skip it for JPEG, PNG and
+  WebP, so :func:`exif_orientation` reads the tag itself (JPEG APP1, PNG ``eXIf``, WebP ``EXIF``);
+  OpenCV's TIFF decoder applies it on its own, so TIFF is left alone. ``tests/test_annotate_units``
+  checks this against OpenCV's own ``IMREAD_COLOR`` orientation for every format and value.
+
+Truncated JPEGs (no end-of-image marker after the last scan) are errors: libjpeg would otherwise
+return a half-grey image with only a warning on stderr.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "FileEntry",
+    "DecodedImage",
+    "ImageDecodeError",
+    "list_files",
+    "root_labels",
+    "sniff_format",
+    "exif_orientation",
+    "apply_orientation",
+    "decode_image",
+    "to_uint8",
+    "to_gray",
+]
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image this build can decode (the message says why)."""
+
+
+# --- listing -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    root: str  # label of the input root (its folder name, made unique within a run)
+    input_root: str  # absolute path of the input root
+    path: str  # POSIX path relative to the input root
+    abs_path: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.root, self.path)
+
+
+def root_labels(inputs: list[str | os.PathLike]) -> list[str]:
+    """One label per input folder: its name, with ``~2``, ``~3`` ... added when two share a name."""
+    labels: list[str] = []
+    seen: dict[str, int] = {}
+    for d in inputs:
+        name = Path(d).resolve().name or "root"
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(name if seen[name] == 1 else f"{name}~{seen[name]}")
+    return labels
+
+
+def list_files(
+    inputs: list[str | os.PathLike],
+    recursive: bool = False,
+    pattern: str = "*",
+    include_hidden: bool = False,
+) -> list[FileEntry]:
+    """Regular files under each input folder whose name matches ``pattern`` (fnmatch, case-sensitive).
+
+    Hidden files and folders (name starting with ``.``) are skipped unless ``include_hidden``.
+    Symlinks to files are followed; the order is sorted by (root, path) so runs are reproducible.
+    """
+    entries: list[FileEntry] = []
+    for label, d in zip(root_labels(inputs), inputs):
+        root = Path(d).resolve()
+        if not root.is_dir():
+            raise NotADirectoryError(f"input is not a folder: {d}")
+        walker = os.walk(root, followlinks=False) if recursive else [(str(root), [], os.listdir(root))]
+        for dirpath, dirnames, filenames in walker:
+            if not include_hidden:
+                dirnames[:] = [n for n in dirnames if not n.startswith(".")]
+            dirnames.sort()
+            for name in sorted(filenames):
+                if not include_hidden and name.startswith("."):
+                    continue
+                if not fnmatch.fnmatchcase(name, pattern):
+                    continue
+                full = Path(dirpath) / name
+                try:
+                    st = full.stat()
+                except OSError:  # dangling symlink: still an input file, the read will report it
+                    st = None
+                if st is not None and not _is_regular(st.st_mode):
+                    continue
+                entries.append(
+                    FileEntry(
+                        root=label,
+                        input_root=str(root),
+                        path=full.relative_to(root).as_posix(),
+                        abs_path=str(full),
+                        size=int(st.st_size) if st else -1,
+                        mtime_ns=int(st.st_mtime_ns) if st else -1,
+                    )
+                )
+    entries.sort(key=lambda e: (e.root, e.path))
+    return entries
+
+
+def _is_regular(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(mode)
+
+
+# --- format sniffing and EXIF --------------------------------------------------------------------
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format from the first bytes, or None when unrecognised."""
+    head = data[:16]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head[:1] == b"P" and head[1:2] in b"123456" and len(head) > 2:
+        return "pnm"
+    if head.startswith(b"\x00\x00\x00\x0cjP  ") or head.startswith(b"\xff\x4f\xff\x51"):
+        return "jpeg2000"
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """Orientation tag (0x0112) of IFD0 of a TIFF-structured EXIF block, or 1."""
+    if len(tiff) < 8:
+        return 1
+    order = tiff[:2]
+    if order == b"II":
+        e = "<"
+    elif order == b"MM":
+        e = ">"
+    else:
+        return 1
+    (ifd,) = struct.unpack(e + "I", tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return 1
+    (n,) = struct.unpack(e + "H", tiff[ifd : ifd + 2])
+    for i in range(min(n, 512)):
+        off = ifd + 2 + 12 * i
+        if off + 12 > len(tiff):
+            break
+        tag, typ, count = struct.unpack(e + "HHI", tiff[off : off + 8])
+        if tag == 0x0112:
+            if typ == 3:  # SHORT
+                (v,) = struct.unpack(e + "H", tiff[off + 8 : off + 10])
+            elif typ == 4:  # LONG (seen in the wild)
+                (v,) = struct.unpack(e + "I", tiff[off + 8 : off + 12])
+            else:
+                return 1
+            return int(v) if 1 <= v <= 8 else 1
+    return 1
+
+
+def _exif_payload(block: bytes) -> bytes:
+    return block[6:] if block.startswith(b"Exif\x00\x00") else block
+
+
+def exif_orientation(data: bytes, fmt: str | None = None) -> int:
+    """The EXIF orientation (1..8) stored in a JPEG, PNG or WebP file; 1 when absent or unreadable.
+
+    TIFF returns 1 too: OpenCV's TIFF decoder applies the orientation itself.
+    """
+    fmt = fmt or sniff_format(data)
+    try:
+        if fmt == "jpeg":
+            i, n = 2, len(data)
+            while i + 4 <= n and data[i] == 0xFF:
+                marker = data[i + 1]
+                if marker == 0xFF:  # fill byte
+                    i += 1
+                    continue
+                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                    i += 2
+                    continue
+                if marker in (0xDA, 0xD9):  # start of scan / end: no more metadata
+                    break
+                (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+                if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
+                    return _tiff_orientation(data[i + 10 : i + 2 + length])
+                i += 2 + length
+        elif fmt == "png":
+            i, n = 8, len(data)
+            while i + 8 <= n:
+                length, ctype = struct.unpack(">I4s", data[i : i + 8])
+                if ctype == b"eXIf":
+                    return _tiff_orientation(_exif_payload(data[i + 8 : i + 8 + length]))
+                if ctype == b"IEND":
+                    break
+                i += 12 + length
+        elif fmt == "webp":
+            i, n = 12, len(data)
+            while i + 8 <= n:
+                ctype, length = struct.unpack("<4sI", data[i : i + 8])
+                if ctype == b"EXIF":
+                    return _tiff_orientation(_exif_payload(data[i + 8 : i + 8 + length]))
+                i += 8 + length + (length & 1)
+    except struct.error:
+        return 1
+    return 1
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels into the upright image that EXIF ``orientation`` (1..8) describes."""
+    if orientation == 2:
+        return cv2.flip(img, 1)
+    if orientation == 3:
+        return cv2.rotate(img, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(img, 0)
+    if orientation == 5:
+        return np.ascontiguousarray(np.swapaxes(img, 0, 1))
+    if orientation == 6:
+        return cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.rotate(np.ascontiguousarray(np.swapaxes(img, 0, 1)), cv2.ROTATE_180)
+    if orientation == 8:
+        return cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return img
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecodedImage:
+    """An upright ``uint8`` image (``[H, W]`` gray or ``[H, W, 3]`` BGR) and where it came from."""
+
+    image: np.ndarray
+    format: str  # jpeg, png, bmp, webp, tiff, ... ("unknown" when OpenCV read it anyway)
+    mode: str  # source mode: gray, gray16, bgr, bgr16, bgra, bgra16, graya, float ...
+    orientation: int  # EXIF orientation that was applied (1 = none)
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def gray(self) -> np.ndarray:
+        return to_gray(self.image)
+
+
+def _mode(img: np.ndarray) -> str:
+    ch = 1 if img.ndim == 2 else img.shape[2]
+    base = {1: "gray", 2: "graya", 3: "bgr", 4: "bgra"}.get(ch, f"{ch}ch")
+    if img.dtype == np.uint8:
+        return base
+    if img.dtype == np.uint16:
+        return base + "16"
+    return f"{base}-{img.dtype}"
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Any OpenCV-decoded array → ``uint8`` gray ``[H, W]`` or BGR ``[H, W, 3]`` (alpha over white)."""
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype == np.int8 or img.dtype == np.int16 or img.dtype == np.int32:
+        lo, hi = float(img.min()), float(img.max())
+        img = ((img.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1.0))).astype(np.uint8)
+    elif img.dtype.kind == "f":
+        x = np.nan_to_num(img.astype(np.float32))
+        scale = 255.0 if float(x.max(initial=0.0)) <= 1.0 else 1.0
+        img = np.clip(x * scale, 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageDecodeError(f"unsupported pixel type {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 3 and img.shape[2] in (2, 4):
+        alpha = img[:, :, -1]
+        color = img[:, :, 0] if img.shape[2] == 2 else img[:, :, :3]
+        if int(alpha.min()) < 255:  # composite over white
+            a = alpha.astype(np.float32) * np.float32(1 / 255)
+            if color.ndim == 3:
+                a = a[:, :, None]
+            color = (color.astype(np.float32) * a + np.float32(255.0) * (1 - a) + 0.5).astype(np.uint8)
+        img = np.ascontiguousarray(color)
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
+        raise ImageDecodeError(f"unsupported image shape {img.shape}")
+    return img
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """``uint8`` gray ``[H, W]`` from any array :func:`to_uint8` accepts."""
+    img = to_uint8(img)
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """A JPEG is complete when an end-of-image marker follows its last start-of-scan marker.
+
+    Entropy-coded data cannot contain ``FF D9`` (``FF`` is stuffed as ``FF 00``), so the marker
+    after the last scan is the real end, even when a camera appends a trailer after it.
+    """
+    sos = data.rfind(b"\xff\xda")
+    return sos >= 0 and data.find(b"\xff\xd9", sos) >= 0
+
+
+def decode_image(data: bytes) -> DecodedImage:
+    """Decode image bytes by content; raise :class:`ImageDecodeError` with a one-line reason."""
+    if len(data) == 0:
+        raise ImageDecodeError("empty file (0 bytes)")
+    fmt = sniff_format(data)
+    if fmt == "jpeg" and not _jpeg_complete(data):
+        raise ImageDecodeError("truncated JPEG (no end-of-image marker after the last scan)")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # OpenCV raises on some corrupt inputs instead of returning None
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise ImageDecodeError(f"OpenCV could not decode the {fmt or 'file'}: {msg}") from None
+    if img is None or img.size == 0:
+        if fmt is None:
+            head = data[:8].hex(" ")
+            raise ImageDecodeError(f"not an image: unrecognised content (first bytes {head})")
+        raise ImageDecodeError(f"corrupt or unsupported {fmt} file (OpenCV could not decode it)")
+    mode = _mode(img)
+    img = to_uint8(img)
+    orientation = exif_orientation(data, fmt) if fmt in ("jpeg", "png", "webp") else 1
+    img = apply_orientation(img, orientation)
+    return DecodedImage(image=img, format=fmt or "unknown", mode=mode, orientation=orientation)

@@ -1,0 +1,338 @@
+"""The batch annotation job: list files → Ray Data (decode/detect tasks → model actor pool) →
+atomic Parquet parts → annotated images and summary plots → ``summary.json``.
+
+Output folder layout::
+
+    OUT/annotations/part-<run_id>-<seq>.parquet   the dataset (schema: facepipe.annotate.schema)
+    OUT/plots/<root>/<path>[.jpg]                 annotated copies (--plots all | sample)
+    OUT/summary_emotions.png, summary_faces_per_image.png, summary_status.png
+    OUT/summary.json                              this run and the whole dataset in numbers
+    OUT/.annotate.lock                            held while a run writes
+
+Resources on small machines: decode/detect tasks and inference actors ask for fractional CPUs
+(0.5 each by default) so that the actor pool can never take every CPU and starve the tasks that
+feed it (which would hang forever on 2 CPUs); each actor runs torch with 1 thread per CPU it asked
+for, each task runs OpenCV single-threaded, and a GPU is given to each actor when the cluster has
+one (and ``device`` is not ``cpu``).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.annotate.detect import DetectorConfig, cascade_path
+from facepipe.annotate.infer import Annotator, load_models_meta
+from facepipe.annotate.io import list_files
+from facepipe.annotate.prepare import DEFAULT_MARGIN, PrepareConfig, prepare_batch
+from facepipe.annotate.render import render_batch
+from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, keypoint_columns, rows_to_table
+from facepipe.annotate.state import load_state, read_annotations, read_table
+from facepipe.annotate.writer import PartWriter, atomic_write_bytes, dataset_dir, output_lock
+
+__all__ = ["annotate", "AnnotateError", "PLOT_CHOICES"]
+
+PLOT_CHOICES = ("all", "none", "sample")
+_TIMINGS = ("t_read", "t_decode", "t_detect", "t_crop", "t_infer")
+
+
+class AnnotateError(ValueError):
+    """Bad arguments or inputs, found before any work starts (the CLI prints it as one line)."""
+
+
+def _new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def _written_by_us(path: str, output: Path) -> bool:
+    """Files this job writes into OUT (when OUT lies inside an input folder, they are not inputs)."""
+    try:
+        rel = Path(path).resolve().relative_to(output.resolve())
+    except ValueError:
+        return False
+    return rel.parts[0] in ("plots", "annotations") or (len(rel.parts) == 1 and rel.name.startswith("summary"))
+
+
+def _validate(inputs, output, keypoints_model, emotion_model, detector, plots, batch_size, concurrency, plot_samples, files_per_task, margin):
+    if not inputs:
+        raise AnnotateError("no input folder given")
+    for d in inputs:
+        if not Path(d).is_dir():
+            raise AnnotateError(f"input folder not found: {d}")
+    if Path(output).exists() and not Path(output).is_dir():
+        raise AnnotateError(f"output exists and is not a folder: {output}")
+    if plots not in PLOT_CHOICES:
+        raise AnnotateError(f"plots must be one of {PLOT_CHOICES}, got {plots!r}")
+    for name, v in (("batch_size", batch_size), ("concurrency", concurrency), ("files_per_task", files_per_task)):
+        if int(v) < 1:
+            raise AnnotateError(f"{name} must be >= 1, got {v}")
+    if plot_samples < 0 or not 0 <= margin <= 2:
+        raise AnnotateError("plot_samples must be >= 0 and margin within 0..2")
+    try:
+        kp_meta, em_meta = load_models_meta(keypoints_model, emotion_model)
+        det = DetectorConfig.from_any(detector)
+        cascade_path(det.cascade)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise AnnotateError(str(e)) from None
+    return kp_meta, em_meta, det
+
+
+def annotate(
+    inputs: str | os.PathLike | list[str | os.PathLike],
+    output: str | os.PathLike,
+    keypoints_model: str | os.PathLike,
+    emotion_model: str | os.PathLike,
+    *,
+    recursive: bool = False,
+    glob: str = "*",
+    include_hidden: bool = False,
+    batch_size: int = 64,
+    concurrency: int = 1,
+    plots: str = "sample",
+    plot_samples: int = 25,
+    limit: int | None = None,
+    detector: DetectorConfig | dict | None = None,
+    margin: float = DEFAULT_MARGIN,
+    files_per_task: int = 8,
+    part_images: int = 500,
+    part_seconds: float = 30.0,
+    device: str = "auto",
+    num_cpus: int | None = None,
+    prepare_num_cpus: float = 0.5,
+    infer_num_cpus: float = 0.5,
+    torch_threads: int | None = None,
+    progress: bool = False,
+    verbose: bool = True,
+) -> dict:
+    """Annotate every new or changed image under ``inputs`` into ``output``; returns the summary.
+
+    Incremental: files already annotated with the same two models (same content hash) are
+    skipped, so a scheduled rerun only does new files, and a killed run's rerun finishes the rest.
+    ``limit`` caps how many new files this run takes. Raises :class:`AnnotateError` for bad
+    arguments before doing any work; a bad image never raises (it becomes an ``error`` row).
+    """
+    t_start = time.perf_counter()
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    output = Path(output)
+    kp_meta, em_meta, det = _validate(inputs, output, keypoints_model, emotion_model, detector, plots, batch_size, concurrency, plot_samples, files_per_task, margin)
+    from facepipe.models import model_id
+
+    kp_id, em_id = model_id(kp_meta), model_id(em_meta)
+    schema = build_schema(kp_meta["keypoint_names"], em_meta["class_names"])
+    run_id = _new_run_id()
+    log = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
+
+    with output_lock(output):
+        state = load_state(output, kp_id, em_id)
+        entries = [e for e in list_files(inputs, recursive=recursive, pattern=glob, include_hidden=include_hidden) if not _written_by_us(e.abs_path, output)]
+        todo = [e for e in entries if not state.done_by_stat(e.root, e.path, e.size, e.mtime_ns)]
+        done_unchanged = len(entries) - len(todo)
+        if limit is not None:
+            todo = todo[: max(0, int(limit))]
+        log(f"annotate: run {run_id}: {len(entries)} files listed, {done_unchanged} already done, {len(todo)} to annotate -> {output}")
+        counts = collections.Counter()
+        timings = dict.fromkeys(_TIMINGS, 0.0)
+        writer = PartWriter(dataset_dir(output), schema, run_id, part_images=part_images, part_seconds=part_seconds)
+        t_pipe = time.perf_counter()
+        if todo:
+            _run_pipeline(
+                todo, state, writer, counts, timings, log,
+                schema=schema, run_id=run_id, kp_id=kp_id, em_id=em_id, det=det,
+                prep=PrepareConfig(detector=det, margin=margin, crop_sizes=(("keypoints", int(kp_meta["input_size"])), ("emotion", int(em_meta["input_size"])))),
+                keypoints_model=str(Path(keypoints_model).resolve()), emotion_model=str(Path(emotion_model).resolve()),
+                batch_size=batch_size, concurrency=concurrency, files_per_task=files_per_task, device=device,
+                num_cpus=num_cpus, prepare_num_cpus=prepare_num_cpus, infer_num_cpus=infer_num_cpus,
+                torch_threads=torch_threads, progress=progress,
+            )
+        pipeline_s = time.perf_counter() - t_pipe
+        plot_files = _plots(output, run_id, plots, plot_samples, kp_meta["keypoint_names"], writer.images_committed > 0, num_cpus, progress, log)
+        summary = _summary(
+            output, plots, run_id, inputs, keypoints_model, emotion_model, kp_id, em_id, det, entries, done_unchanged, todo, counts, timings, writer, pipeline_s, time.perf_counter() - t_start, plot_files,
+        )
+        atomic_write_bytes(output / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    r = summary["run"]
+    log(
+        f"annotate: done in {r['seconds']:.1f} s: {r['annotated']} new images ({r['ok']} ok, {r['no_face']} no_face, {r['error']} error; "
+        f"{r['faces']} faces) at {r['img_s']:.1f} img/s, {r['already_done']} already done, {r['parts_written']} parts; "
+        f"dataset {summary['dataset']['images']} images -> {output}"
+    )
+    return summary
+
+
+def _spread() -> dict:
+    return {"scheduling_strategy": "SPREAD"}
+
+
+def _run_pipeline(todo, state, writer, counts, timings, log, *, schema, run_id, kp_id, em_id, det, prep, keypoints_model, emotion_model, batch_size, concurrency, files_per_task, device, num_cpus, prepare_num_cpus, infer_num_cpus, torch_threads, progress):
+    import ray
+
+    from facepipe.runtime import init_ray
+
+    resources = init_ray(num_cpus=num_cpus, progress=progress)
+    gpus = float(resources.get("GPU", 0)) if device != "cpu" else 0.0
+    num_gpus = (1.0 if concurrency <= gpus else gpus / concurrency) if gpus >= 1 else 0.0
+    threads = torch_threads or max(1, int(infer_num_cpus))
+    records = [
+        {"root": e.root, "input_root": e.input_root, "path": e.path, "abs_path": e.abs_path, "file_size": e.size, "file_mtime_ns": e.mtime_ns, "done_sha": state.done_shas(e.root, e.path)}
+        for e in todo
+    ]
+    ds = ray.data.from_items(records, override_num_blocks=max(1, math.ceil(len(records) / files_per_task)))
+    # Decode/detect tasks are spread over a cluster's nodes. Giving them a ray_remote_args_fn also
+    # keeps Ray Data from fusing them into the model actors (it fuses task→actor maps with equal
+    # remote args), which would run all detection inside the actor pool, one image at a time.
+    ds = ds.map_batches(
+        prepare_batch, fn_kwargs={"config": prep}, batch_size=files_per_task, batch_format="numpy", num_cpus=prepare_num_cpus, ray_remote_args_fn=_spread
+    )
+    ds = ds.map_batches(
+        Annotator,
+        fn_constructor_kwargs={"keypoints_model": keypoints_model, "emotion_model": emotion_model, "device": "cuda" if num_gpus else ("cpu" if device == "auto" else device), "torch_threads": threads, "batch_size": batch_size},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=infer_num_cpus,
+        num_gpus=num_gpus or None,
+    )
+    total = len(todo)
+    t0 = time.perf_counter()
+    last_log = t0
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+            status = np.asarray(batch["status"]).astype(str)
+            first = (status != "ok") | (np.asarray(batch["face_index"]) == 0)
+            for st in status[first]:
+                counts[st] += 1
+            counts["faces"] += int((status == "ok").sum())
+            for t in _TIMINGS:
+                timings[t] += float(np.sum(batch[t]))
+            keep = status != "skipped"
+            if not keep.all():
+                batch = {k: v[keep] for k, v in batch.items()}
+            if len(batch["status"]):
+                table = rows_to_table(batch, schema, run_id=run_id, timestamp=None, keypoints_model_id=kp_id, emotion_model_id=em_id, detector=det.describe())
+                committed = writer.add(table)
+            else:
+                committed = writer.maybe_commit()
+            now = time.perf_counter()
+            if committed or now - last_log >= 10:
+                done = sum(counts[s] for s in ("ok", "no_face", "error", "skipped"))
+                log(
+                    f"annotate: {done}/{total} images (ok {counts['ok']}, no_face {counts['no_face']}, error {counts['error']}), "
+                    f"{writer.images_committed} committed in {len(writer.parts)} parts, {done / max(now - t0, 1e-9):.1f} img/s"
+                )
+                last_log = now
+    except BaseException:
+        # Complete images that arrived before the failure are still good: keep them.
+        try:
+            writer.maybe_commit(force=True)
+        finally:
+            raise
+    writer.close()
+
+
+def _faces_json(group, kp_cols) -> str:
+    faces = []
+    for r in group:
+        if r["status"] != "ok":
+            continue
+        faces.append(
+            {
+                "bbox": [r["bbox_x"], r["bbox_y"], r["bbox_w"], r["bbox_h"]],
+                "keypoints": [[r[cx], r[cy]] for cx, cy in kp_cols],
+                "emotion": r["emotion"],
+                "confidence": r["emotion_confidence"],
+            }
+        )
+    return json.dumps(faces)
+
+
+def _plots(output, run_id, plots, plot_samples, keypoint_names, new_rows, num_cpus, progress, log) -> list[str]:
+    if plots == "none" or not new_rows:
+        return []
+    import pyarrow.compute as pc
+    import ray
+
+    from facepipe.runtime import init_ray
+
+    kp_cols = keypoint_columns(keypoint_names)
+    cols = ["root", "path", "input_root", "status", "face_index", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "emotion", "emotion_confidence"] + [c for pair in kp_cols for c in pair]
+    t = read_table(output, columns=cols, filter=(pc.field("run_id") == run_id) & (pc.field("status") != "error"))
+    if t is None or t.num_rows == 0:
+        return []
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in t.to_pylist():
+        groups.setdefault((r["root"], r["path"]), []).append(r)
+    keys = sorted(groups)
+    if plots == "sample" and len(keys) > plot_samples:
+        keys = [keys[i] for i in np.linspace(0, len(keys) - 1, plot_samples).round().astype(int)] if plot_samples else []
+    if not keys:
+        return []
+    items = [
+        {"abs_path": os.path.join(groups[k][0]["input_root"], k[1]), "root": k[0], "path": k[1], "status": groups[k][0]["status"], "faces_json": _faces_json(groups[k], kp_cols)}
+        for k in keys
+    ]
+    init_ray(num_cpus=num_cpus, progress=progress)
+    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / 8)))
+    ds = ds.map_batches(render_batch, fn_kwargs={"output": str(output)}, batch_size=8, batch_format="numpy", num_cpus=0.5)
+    written, failed = [], []
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        written += [w for w in batch["written"] if w]
+        failed += [e for e in batch["error"] if e]
+    if failed:
+        log(f"annotate: {len(failed)} plots failed, e.g. {failed[0]}")
+    return sorted(os.path.relpath(w, output) for w in written)
+
+
+def _summary(output, plots, run_id, inputs, keypoints_model, emotion_model, kp_id, em_id, det, entries, done_unchanged, todo, counts, timings, writer, pipeline_s, total_s, plot_files) -> dict:
+    from facepipe import plots as fplots
+
+    df = read_annotations(output, latest=True, columns=["status", "num_faces", "emotion"])
+    images = df.drop_duplicates(["root", "path"]) if len(df) else df
+    status_counts = {s: int(v) for s, v in images["status"].value_counts().items()} if len(df) else {}
+    faces_hist = {int(k): int(v) for k, v in sorted(images["num_faces"].value_counts().items())} if len(df) else {}
+    emotion_counts = {str(k): int(v) for k, v in df.loc[df["status"] == "ok", "emotion"].value_counts().items()} if len(df) else {}
+    annotated = counts["ok"] + counts["no_face"] + counts["error"]
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "inputs": [str(Path(d).resolve()) for d in inputs],
+        "output": str(Path(output).resolve()),
+        "dataset_path": str(dataset_dir(output).resolve()),
+        "models": {"keypoints": {"dir": str(keypoints_model), "id": kp_id}, "emotion": {"dir": str(emotion_model), "id": em_id}},
+        "detector": det.to_dict(),
+        "run": {
+            "listed": len(entries),
+            "already_done": done_unchanged,
+            "skipped_same_content": counts["skipped"],
+            "annotated": annotated,
+            "left_by_limit": len(entries) - done_unchanged - len(todo),
+            "ok": counts["ok"],
+            "no_face": counts["no_face"],
+            "error": counts["error"],
+            "faces": counts["faces"],
+            "parts_written": len(writer.parts),
+            "rows_written": writer.rows_committed,
+            "seconds": round(total_s, 3),
+            "pipeline_seconds": round(pipeline_s, 3),
+            "img_s": round(annotated / pipeline_s, 2) if pipeline_s > 0 and annotated else 0.0,
+            "stage_seconds": {k[2:]: round(v, 3) for k, v in timings.items()},
+        },
+        "dataset": {"images": int(len(images)), "faces": int((df["status"] == "ok").sum()) if len(df) else 0, "status_counts": status_counts, "faces_per_image": faces_hist, "emotion_counts": emotion_counts},
+        "plots": list(plot_files),
+    }
+    summary_plots = []
+    if plots != "none" and len(df):
+        out = Path(output)
+        summary_plots.append(fplots.bar_counts(status_counts, out / "summary_status.png", "Images by status (whole dataset)", color="tab:gray"))
+        summary_plots.append(fplots.bar_counts(faces_hist, out / "summary_faces_per_image.png", "Faces per image", xlabel="faces detected"))
+        if emotion_counts:
+            summary_plots.append(fplots.bar_counts(emotion_counts, out / "summary_emotions.png", "Emotion distribution (faces)", color="tab:orange"))
+    summary["summary_plots"] = [p.name for p in summary_plots]
+    return summary

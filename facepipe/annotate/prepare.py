@@ -1,0 +1,225 @@
+"""Stage 1 of annotation: read bytes → sha256 → decode → detect → crop for each model input.
+
+:func:`prepare_batch` is the Ray Data ``map_batches`` function (plain tasks, fractional CPU);
+:func:`prepare_items` is the same code for in-process use by :func:`facepipe.annotate.predict`.
+Both emit one row per detected face (status ``ok``) or one row per image without a face
+(``no_face``), that could not be read (``error``) or that turned out to be done already
+(``skipped``: same content and models as a committed row). Nothing here raises for a bad image:
+every failure becomes an ``error`` row carrying a one-line message.
+
+Rows are columns of numpy arrays (the internal batch format; :mod:`.schema` defines the Parquet
+one). Timing columns ``t_read``/``t_decode``/``t_detect``/``t_crop`` hold seconds spent per image,
+on the image's first row, so their sums are the stage costs of a run.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facepipe.annotate.crop import crop_resize, square_crop
+from facepipe.annotate.detect import DetectorConfig, detect_faces
+from facepipe.annotate.io import ImageDecodeError, decode_image, to_uint8
+
+__all__ = ["DEFAULT_MARGIN", "PrepareConfig", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
+
+#: Fraction of the face box's longer side added on each edge of the square crop.
+DEFAULT_MARGIN = 0.15
+
+#: Columns a listed file brings into the pipeline (see :class:`facepipe.annotate.io.FileEntry`).
+FILE_COLUMNS = ("root", "input_root", "path", "abs_path", "file_size", "file_mtime_ns", "done_sha")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    margin: float = DEFAULT_MARGIN
+    #: Model input size per task, e.g. ``{"keypoints": 96, "emotion": 48}`` (from meta.json).
+    crop_sizes: tuple[tuple[str, int], ...] = (("keypoints", 96), ("emotion", 48))
+    #: False: every image is one face already (a crop), no detection.
+    detect: bool = True
+    #: Threads OpenCV may use inside one task (parallelism comes from Ray; 1 avoids oversubscription).
+    cv2_threads: int = 1
+
+
+class _Rows:
+    """Accumulates output rows, then turns them into numpy columns."""
+
+    def __init__(self, config: PrepareConfig):
+        self.config = config
+        self.cols: dict[str, list] = {}
+        self.crops: dict[str, list[np.ndarray]] = {t: [] for t, _ in config.crop_sizes}
+        self.n = 0
+
+    def add(self, crops: dict[str, np.ndarray] | None = None, **values) -> None:
+        for k, v in values.items():
+            self.cols.setdefault(k, [None] * self.n).append(v)
+        self.n += 1
+        for k, lst in self.cols.items():
+            if len(lst) < self.n:
+                lst.append(None)
+        for t, size in self.config.crop_sizes:
+            self.crops[t].append(crops[t] if crops is not None else np.zeros((size, size), np.uint8))
+
+    def columns(self) -> dict[str, np.ndarray]:
+        n = self.n
+
+        def col(name, dtype, fill):
+            vals = self.cols.get(name, [None] * n)
+            return np.array([fill if v is None else v for v in vals], dtype=dtype)
+
+        out = {
+            name: col(name, object, "")
+            for name in ("root", "input_root", "path", "abs_path", "sha256", "status", "error", "image_format", "image_mode")
+        }
+        out["file_size"] = col("file_size", np.int64, -1)
+        out["file_mtime_ns"] = col("file_mtime_ns", np.int64, -1)
+        out["exif_orientation"] = col("exif_orientation", np.int16, 0)
+        out["image_width"] = col("image_width", np.int32, -1)
+        out["image_height"] = col("image_height", np.int32, -1)
+        out["num_faces"] = col("num_faces", np.int32, 0)
+        out["face_index"] = col("face_index", np.int32, -1)
+        out["score"] = col("score", np.float32, np.nan)
+        out["bbox"] = np.array([[np.nan] * 4 if v is None else v for v in self.cols.get("bbox", [None] * n)], np.float32).reshape(n, 4)
+        out["square"] = np.array([[0, 0, 0] if v is None else v for v in self.cols.get("square", [None] * n)], np.int64).reshape(n, 3)
+        for t in ("t_read", "t_decode", "t_detect", "t_crop"):
+            out[t] = col(t, np.float64, 0.0)
+        for t, size in self.config.crop_sizes:
+            out[f"crop_{t}"] = np.stack(self.crops[t]) if n else np.zeros((0, size, size), np.uint8)
+        return out
+
+
+def _error_message(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    text = msg[-1] if msg else ""
+    if isinstance(e, ImageDecodeError):
+        return text
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _analyse(rows: _Rows, gray: np.ndarray, base: dict, timings: dict) -> None:
+    """Detect and crop one decoded image; append its rows (a face per row, or one no_face row)."""
+    cfg = rows.config
+    t0 = time.perf_counter()
+    h, w = gray.shape[:2]
+    if cfg.detect:
+        boxes, scores = detect_faces(gray, cfg.detector)
+        margin = cfg.margin
+    else:
+        boxes, scores = np.array([[0, 0, w, h]], np.float32), np.array([np.nan], np.float32)
+        margin = 0.0
+    t1 = time.perf_counter()
+    faces = []
+    for box in boxes:
+        sq = square_crop(box, margin)
+        faces.append((box, sq, {t: crop_resize(gray, sq, size) for t, size in cfg.crop_sizes}))
+    t2 = time.perf_counter()
+    timings = dict(timings, t_detect=t1 - t0, t_crop=t2 - t1)
+    if not faces:
+        rows.add(**base, status="no_face", num_faces=0, **timings)
+        return
+    for i, ((box, sq, crops), score) in enumerate(zip(faces, scores)):
+        rows.add(
+            crops,
+            **base,
+            status="ok",
+            num_faces=len(faces),
+            face_index=i,
+            bbox=[float(v) for v in box],
+            score=None if not np.isfinite(score) else float(score),
+            square=list(sq),
+            **(timings if i == 0 else {}),
+        )
+
+
+def _prepare_file(rows: _Rows, rec: dict) -> None:
+    base = {k: rec[k] for k in ("root", "input_root", "path", "abs_path", "file_size", "file_mtime_ns")}
+    t0 = time.perf_counter()
+    try:
+        with open(rec["abs_path"], "rb") as f:
+            data = f.read()
+        st = os.stat(rec["abs_path"])
+        base["file_size"], base["file_mtime_ns"] = int(st.st_size), int(st.st_mtime_ns)
+    except OSError as e:
+        rows.add(**base, status="error", error=f"cannot read file: {e.strerror or e}", t_read=time.perf_counter() - t0)
+        return
+    sha = hashlib.sha256(data).hexdigest()
+    base["sha256"] = sha
+    t1 = time.perf_counter()
+    done = rec.get("done_sha") or ""
+    if done and sha in done.split(","):
+        rows.add(**base, status="skipped", t_read=t1 - t0)
+        return
+    try:
+        dec = decode_image(data)
+        del data
+        gray = dec.gray
+    except Exception as e:  # noqa: BLE001 - one bad image never stops the batch
+        rows.add(**base, status="error", error=_error_message(e), t_read=t1 - t0, t_decode=time.perf_counter() - t1)
+        return
+    t2 = time.perf_counter()
+    base.update(image_format=dec.format, image_mode=dec.mode, exif_orientation=dec.orientation, image_width=dec.width, image_height=dec.height)
+    del dec
+    try:
+        _analyse(rows, gray, base, {"t_read": t1 - t0, "t_decode": t2 - t1})
+    except Exception as e:  # noqa: BLE001 - a detector failure is this image's error only
+        rows.add(**base, status="error", error=_error_message(e), t_read=t1 - t0, t_decode=t2 - t1)
+
+
+def prepare_batch(batch: dict[str, np.ndarray], config: PrepareConfig) -> dict[str, np.ndarray]:
+    """Ray Data stage: a batch of listed files (:data:`FILE_COLUMNS`) → face / status rows."""
+    if config.cv2_threads and cv2.getNumThreads() != config.cv2_threads:
+        cv2.setNumThreads(config.cv2_threads)
+    rows = _Rows(config)
+    n = len(batch["abs_path"])
+    for i in range(n):
+        rec = {k: (batch[k][i] if k in batch else None) for k in FILE_COLUMNS}
+        rec["file_size"] = int(rec["file_size"]) if rec["file_size"] is not None else -1
+        rec["file_mtime_ns"] = int(rec["file_mtime_ns"]) if rec["file_mtime_ns"] is not None else -1
+        _prepare_file(rows, rec)
+    return rows.columns()
+
+
+def prepare_items(items: list, config: PrepareConfig) -> dict[str, np.ndarray]:
+    """In-process stage 1 for :func:`predict`: items are paths, encoded bytes or decoded arrays.
+
+    Arrays are taken as OpenCV gives them (gray, BGR or BGRA; 8 or 16 bit) and are already upright.
+    Each item's ``path`` column is its index as a string (or the path for path items).
+    """
+    rows = _Rows(config)
+    for i, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            p = Path(item)
+            _prepare_file(
+                rows,
+                {"root": "", "input_root": "", "path": str(item), "abs_path": str(p.resolve()), "file_size": -1, "file_mtime_ns": -1, "done_sha": ""},
+            )
+            continue
+        base = {"root": "", "input_root": "", "path": str(i)}
+        t0 = time.perf_counter()
+        try:
+            if isinstance(item, (bytes, bytearray, memoryview)):
+                data = bytes(item)
+                base["sha256"] = hashlib.sha256(data).hexdigest()
+                dec = decode_image(data)
+                base.update(image_format=dec.format, image_mode=dec.mode, exif_orientation=dec.orientation)
+                gray = dec.gray
+            else:
+                arr = np.asarray(item)
+                base.update(image_format="array", image_mode=str(arr.dtype))
+                gray = to_uint8(arr)
+                gray = gray if gray.ndim == 2 else cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
+            base.update(image_width=int(gray.shape[1]), image_height=int(gray.shape[0]))
+        except Exception as e:  # noqa: BLE001
+            rows.add(**base, status="error", error=_error_message(e))
+            continue
+        try:
+            _analyse(rows, gray, base, {"t_decode": time.perf_counter() - t0})
+        except Exception as e:  # noqa: BLE001
+            rows.add(**base, status="error", error=_error_message(e))
+    return rows.columns()

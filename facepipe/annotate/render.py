@@ -1,0 +1,90 @@
+"""Annotated copies of images (box, keypoints, emotion label and confidence), drawn with OpenCV.
+
+:func:`draw` works on one decoded image; :func:`render_batch` is the Ray Data function that
+re-reads files and writes ``OUT/plots/<root>/<path>`` (mirroring the input tree; ``.jpg`` added
+unless the name already ends in ``.jpg``/``.jpeg``). Summary bar charts use
+``facepipe.plots.bar_counts``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facepipe.annotate.io import decode_image
+from facepipe.annotate.writer import atomic_write_bytes
+
+__all__ = ["PLOTS_DIR", "plot_path", "draw", "render_batch"]
+
+PLOTS_DIR = "plots"
+
+_BOX = (60, 220, 60)  # BGR
+_POINT = (40, 40, 255)
+_TEXT_BG = (30, 30, 30)
+
+
+def plot_path(output: str | os.PathLike, root: str, path: str) -> Path:
+    name = path if path.lower().endswith((".jpg", ".jpeg")) else path + ".jpg"
+    return Path(output) / PLOTS_DIR / root / name
+
+
+def _label(img: np.ndarray, text: str, x: int, y: int, scale: float, color=(255, 255, 255)) -> None:
+    thick = max(1, int(round(scale * 1.5)))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    y = max(y, th + base + 2)
+    x = min(max(x, 0), max(0, img.shape[1] - tw - 4))
+    cv2.rectangle(img, (x, y - th - base - 4), (x + tw + 4, y), _TEXT_BG, -1)
+    cv2.putText(img, text, (x + 2, y - base - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
+
+
+def draw(image: np.ndarray, faces: list[dict], status: str = "ok", max_side: int = 1280) -> np.ndarray:
+    """A BGR copy of ``image`` (uint8 gray or BGR), downscaled to ``max_side``, with each face's box,
+    keypoints (``[K, 2]`` image pixels) and ``"<emotion> <confidence>"``; ``no face`` when none."""
+    img = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    h, w = img.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) if s < 1 else img.copy()
+    unit = max(img.shape[:2]) / 400.0
+    thick = max(1, int(round(unit)))
+    font = max(0.35, 0.45 * unit)
+    if not faces:
+        _label(img, "no face" if status == "no_face" else status, 2, int(22 * max(unit, 0.6)), font, (80, 200, 255))
+        return img
+    for f in faces:
+        x, y, bw, bh = (float(v) * s for v in f["bbox"])
+        cv2.rectangle(img, (round(x), round(y)), (round(x + bw), round(y + bh)), _BOX, thick, cv2.LINE_AA)
+        r = max(1, int(round(bw / 60)))
+        for px, py in np.asarray(f.get("keypoints", []), np.float64).reshape(-1, 2):
+            if np.isfinite(px) and np.isfinite(py):
+                cv2.circle(img, (round(px * s), round(py * s)), r, _POINT, -1, cv2.LINE_AA)
+        if f.get("emotion"):
+            _label(img, f"{f['emotion']} {float(f.get('confidence', 0.0)):.2f}", round(x), round(y) - 2, font)
+    return img
+
+
+def render_batch(batch: dict[str, np.ndarray], output: str, max_side: int = 1280) -> dict[str, np.ndarray]:
+    """Ray Data stage: rows (abs_path, root, path, status, faces_json) → written plot files.
+
+    Returns ``written`` (plot path or ``""``) and ``error`` per row; a failure never raises.
+    """
+    cv2.setNumThreads(1)
+    written, errors = [], []
+    for abs_path, root, path, status, faces_json in zip(batch["abs_path"], batch["root"], batch["path"], batch["status"], batch["faces_json"]):
+        try:
+            with open(abs_path, "rb") as f:
+                dec = decode_image(f.read())
+            img = draw(dec.image, json.loads(faces_json), status=str(status), max_side=max_side)
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            if not ok:
+                raise OSError("JPEG encoding failed")
+            dest = plot_path(output, str(root), str(path))
+            atomic_write_bytes(dest, buf.tobytes())
+            written.append(str(dest))
+            errors.append("")
+        except Exception as e:  # noqa: BLE001 - a plot failure never fails the job
+            written.append("")
+            errors.append(f"{type(e).__name__}: {e}")
+    return {"written": np.array(written, dtype=object), "error": np.array(errors, dtype=object)}

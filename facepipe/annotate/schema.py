@@ -1,0 +1,190 @@
+"""The Parquet schema of annotation output (versioned), and the conversion from pipeline rows.
+
+Layout: ``OUT/annotations/part-<run_id>-<seq>.parquet`` (plain Parquet, no extension types:
+``pandas.read_parquet("OUT/annotations")``, ``pyarrow.dataset.dataset("OUT/annotations")`` and
+``duckdb: SELECT * FROM 'OUT/annotations/*.parquet'`` all read it). Every input file has rows:
+one per detected face (``status = "ok"``), else one with ``status = "no_face"`` or ``"error"``.
+Each part file holds complete images only. Keypoint and probability columns are named from the
+models' ``meta.json`` (``kp_<name>_x``/``kp_<name>_y`` for each keypoint, ``prob_<class>`` in
+lower case for each class); with the Kaggle points and FER2013 classes the schema is fixed.
+
+Schema version 1 — fields (null where not applicable, e.g. face fields on ``no_face`` rows):
+
+=====================  ==========  =========================================================
+field                  type        meaning
+=====================  ==========  =========================================================
+schema_version         int16       this schema's version (``SCHEMA_VERSION``)
+run_id                 string      the run that wrote the row
+timestamp              timestamp   when the row's part file was committed (UTC, microseconds)
+root                   string      input root label (the input folder's name, ``~2`` if repeated)
+input_root             string      absolute path of the input root at annotation time
+path                   string      file path relative to its input root (POSIX separators)
+sha256                 string      sha256 of the file's bytes (null if it could not be read)
+file_size              int64       bytes
+file_mtime_ns          int64       modification time (ns since epoch) when read
+image_format           string      format sniffed from content: jpeg, png, bmp, webp, tiff, ...
+image_mode             string      decoded source mode: gray, gray16, graya, bgr, bgr16, bgra, ...
+exif_orientation       int8        EXIF orientation applied (1 = none)
+image_width            int32       width of the upright (EXIF-applied) image, pixels
+image_height           int32       height of the upright image, pixels
+status                 string      ok | no_face | error
+error                  string      one-line reason for ``error`` rows
+num_faces              int32       faces detected in the image (0 for no_face / error)
+face_index             int32       0..num_faces-1, left to right (null unless ok)
+bbox_x, bbox_y         float32     face box top-left, image pixels
+bbox_w, bbox_h         float32     face box size, image pixels
+detector_score         float32     Haar cascade level weight (larger = more face-like)
+kp_<name>_x, _y        float32     each keypoint in image pixels (pixel centres: column, row)
+emotion                string      most probable class
+emotion_confidence     float32     its probability
+prob_<class>           float32     softmax probability of each class (sum to 1)
+keypoints_model_id     string      ``model_id`` of the keypoint model (meta.json)
+emotion_model_id       string      ``model_id`` of the emotion model
+detector               string      detector settings, e.g. ``haar:...default.xml sf=1.1 mn=5 ...``
+facepipe_version       string      package version that wrote the row
+=====================  ==========  =========================================================
+
+The schema's metadata carries ``facepipe.schema_version``, ``facepipe.keypoint_names`` and
+``facepipe.class_names`` (JSON); every field carries its description as ``description`` metadata.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pyarrow as pa
+
+import facepipe
+
+__all__ = ["SCHEMA_VERSION", "STATUSES", "keypoint_columns", "prob_column", "build_schema", "rows_to_table", "describe_fields"]
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "no_face", "error")
+
+_TS = pa.timestamp("us", tz="UTC")
+
+_BASE_HEAD: list[tuple[str, pa.DataType, str]] = [
+    ("schema_version", pa.int16(), "version of this schema"),
+    ("run_id", pa.string(), "the run that wrote the row"),
+    ("timestamp", _TS, "when the row's part file was committed (UTC)"),
+    ("root", pa.string(), "input root label (the input folder's name)"),
+    ("input_root", pa.string(), "absolute path of the input root at annotation time"),
+    ("path", pa.string(), "file path relative to its input root (POSIX)"),
+    ("sha256", pa.string(), "sha256 of the file's bytes"),
+    ("file_size", pa.int64(), "file size in bytes"),
+    ("file_mtime_ns", pa.int64(), "file modification time (ns since epoch)"),
+    ("image_format", pa.string(), "format sniffed from content"),
+    ("image_mode", pa.string(), "decoded source mode (gray, gray16, bgr, bgra, ...)"),
+    ("exif_orientation", pa.int8(), "EXIF orientation applied (1 = none)"),
+    ("image_width", pa.int32(), "upright image width, pixels"),
+    ("image_height", pa.int32(), "upright image height, pixels"),
+    ("status", pa.string(), "ok | no_face | error"),
+    ("error", pa.string(), "one-line reason for error rows"),
+    ("num_faces", pa.int32(), "faces detected in the image"),
+    ("face_index", pa.int32(), "face number in the image, left to right"),
+    ("bbox_x", pa.float32(), "face box left, image pixels"),
+    ("bbox_y", pa.float32(), "face box top, image pixels"),
+    ("bbox_w", pa.float32(), "face box width, image pixels"),
+    ("bbox_h", pa.float32(), "face box height, image pixels"),
+    ("detector_score", pa.float32(), "Haar cascade level weight"),
+]
+_BASE_TAIL: list[tuple[str, pa.DataType, str]] = [
+    ("keypoints_model_id", pa.string(), "model_id of the keypoint model"),
+    ("emotion_model_id", pa.string(), "model_id of the emotion model"),
+    ("detector", pa.string(), "detector settings"),
+    ("facepipe_version", pa.string(), "facepipe version that wrote the row"),
+]
+
+
+def keypoint_columns(names: list[str]) -> list[tuple[str, str]]:
+    return [(f"kp_{n}_x", f"kp_{n}_y") for n in names]
+
+
+def prob_column(name: str) -> str:
+    return "prob_" + re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+def build_schema(keypoint_names: list[str], class_names: list[str]) -> pa.Schema:
+    fields = [(n, t, d) for n, t, d in _BASE_HEAD]
+    for name, (cx, cy) in zip(keypoint_names, keypoint_columns(keypoint_names)):
+        fields += [(cx, pa.float32(), f"{name} x, image pixels"), (cy, pa.float32(), f"{name} y, image pixels")]
+    fields += [("emotion", pa.string(), "most probable class"), ("emotion_confidence", pa.float32(), "its probability")]
+    fields += [(prob_column(c), pa.float32(), f"probability of {c}") for c in class_names]
+    fields += _BASE_TAIL
+    names = [f[0] for f in fields]
+    if len(set(names)) != len(names):
+        raise ValueError("keypoint or class names collide in the output schema")
+    meta = {
+        "facepipe.schema_version": str(SCHEMA_VERSION),
+        "facepipe.keypoint_names": json.dumps(list(keypoint_names)),
+        "facepipe.class_names": json.dumps(list(class_names)),
+    }
+    return pa.schema([pa.field(n, t, metadata={"description": d}) for n, t, d in fields], metadata=meta)
+
+
+def describe_fields(schema: pa.Schema) -> dict[str, str]:
+    """``{field: "type: description"}`` for docs and summary.json."""
+    return {f.name: f"{f.type}: {(f.metadata or {}).get(b'description', b'').decode()}" for f in schema}
+
+
+def _masked(values: np.ndarray, mask: np.ndarray, typ: pa.DataType) -> pa.Array:
+    return pa.array(values, type=typ, mask=mask)
+
+
+def rows_to_table(rows: dict[str, np.ndarray], schema: pa.Schema, *, run_id: str, timestamp, keypoints_model_id: str, emotion_model_id: str, detector: str) -> pa.Table:
+    """Pipeline rows (numpy columns from the :class:`~facepipe.annotate.infer.Annotator`) → a table of ``schema``."""
+    n = len(rows["status"])
+    status = np.asarray(rows["status"]).astype(str)
+    ok = status == "ok"
+    not_ok = ~ok
+    has_image = np.asarray(rows["image_width"]) >= 0
+    kp_names = json.loads(schema.metadata[b"facepipe.keypoint_names"])
+    class_names = json.loads(schema.metadata[b"facepipe.class_names"])
+
+    def strings(name, null_if_empty=True):
+        vals = [str(v) if v is not None else "" for v in rows[name]]
+        return pa.array([None if (null_if_empty and v == "") else v for v in vals], pa.string())
+
+    def const(value, typ):
+        return pa.array([value] * n, typ)
+
+    cols: dict[str, pa.Array] = {
+        "schema_version": const(SCHEMA_VERSION, pa.int16()),
+        "run_id": const(run_id, pa.string()),
+        "timestamp": const(timestamp, _TS),
+        "root": strings("root", False),
+        "input_root": strings("input_root", False),
+        "path": strings("path", False),
+        "sha256": strings("sha256"),
+        "file_size": _masked(np.asarray(rows["file_size"], np.int64), np.asarray(rows["file_size"]) < 0, pa.int64()),
+        "file_mtime_ns": _masked(np.asarray(rows["file_mtime_ns"], np.int64), np.asarray(rows["file_mtime_ns"]) < 0, pa.int64()),
+        "image_format": strings("image_format"),
+        "image_mode": strings("image_mode"),
+        "exif_orientation": _masked(np.asarray(rows["exif_orientation"], np.int8), ~has_image, pa.int8()),
+        "image_width": _masked(np.asarray(rows["image_width"], np.int32), ~has_image, pa.int32()),
+        "image_height": _masked(np.asarray(rows["image_height"], np.int32), ~has_image, pa.int32()),
+        "status": pa.array(status, pa.string()),
+        "error": strings("error"),
+        "num_faces": pa.array(np.asarray(rows["num_faces"], np.int32), pa.int32()),
+        "face_index": _masked(np.asarray(rows["face_index"], np.int32), not_ok, pa.int32()),
+    }
+    bbox = np.asarray(rows["bbox"], np.float32).reshape(n, 4)
+    for i, name in enumerate(("bbox_x", "bbox_y", "bbox_w", "bbox_h")):
+        cols[name] = _masked(bbox[:, i], not_ok, pa.float32())
+    score = np.asarray(rows["score"], np.float32)
+    cols["detector_score"] = _masked(score, not_ok | ~np.isfinite(score), pa.float32())
+    kps = np.asarray(rows["keypoints"], np.float32).reshape(n, len(kp_names), 2)
+    for k, (cx, cy) in enumerate(keypoint_columns(kp_names)):
+        cols[cx] = _masked(kps[:, k, 0], not_ok, pa.float32())
+        cols[cy] = _masked(kps[:, k, 1], not_ok, pa.float32())
+    probs = np.asarray(rows["probs"], np.float32).reshape(n, len(class_names))
+    cols["emotion"] = pa.array([str(v) if o else None for v, o in zip(rows["emotion"], ok)], pa.string())
+    cols["emotion_confidence"] = _masked(np.nan_to_num(probs.max(axis=1) if n else np.zeros(0, np.float32)), not_ok, pa.float32())
+    for c, name in enumerate(class_names):
+        cols[prob_column(name)] = _masked(probs[:, c], not_ok, pa.float32())
+    cols["keypoints_model_id"] = const(keypoints_model_id, pa.string())
+    cols["emotion_model_id"] = const(emotion_model_id, pa.string())
+    cols["detector"] = const(detector, pa.string())
+    cols["facepipe_version"] = const(facepipe.__version__, pa.string())
+    return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)

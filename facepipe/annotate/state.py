@@ -1,0 +1,106 @@
+"""Incremental state: what an output folder already holds, read from its committed Parquet parts.
+
+An image is done for a pair of models when a committed row has its (root, path), the models'
+ids and its content hash. Reruns skip done files in two steps:
+
+1. on the driver, without reading the file: same (root, path, size, mtime) as a done row;
+2. in the pipeline, after hashing: same sha256 as a done row of that (root, path) (a file that was
+   touched or copied back unchanged), emitted as ``skipped`` and not written again.
+
+A changed file (new content) is annotated again and gets new rows; :func:`read_annotations` with
+``latest=True`` keeps, for each file, only the rows of its most recent annotation.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from facepipe.annotate.writer import dataset_dir
+
+__all__ = ["State", "load_state", "read_table", "read_annotations"]
+
+_STATE_COLUMNS = ["root", "path", "sha256", "file_size", "file_mtime_ns", "keypoints_model_id", "emotion_model_id", "status"]
+
+
+@dataclass
+class State:
+    by_stat: set[tuple[str, str, int, int]] = field(default_factory=set)
+    shas: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    rows: int = 0
+    images: int = 0
+
+    def done_by_stat(self, root: str, path: str, size: int, mtime_ns: int) -> bool:
+        return (root, path, int(size), int(mtime_ns)) in self.by_stat
+
+    def done_shas(self, root: str, path: str) -> str:
+        return ",".join(sorted(self.shas.get((root, path), ())))
+
+
+def _dataset(output: str | os.PathLike) -> pads.Dataset | None:
+    d = dataset_dir(output)
+    if not d.is_dir() or not any(d.glob("*.parquet")):
+        return None
+    return pads.dataset(str(d), format="parquet")
+
+
+def read_table(output: str | os.PathLike, columns: list[str] | None = None, filter=None) -> pa.Table | None:
+    """All committed rows (or None when there are none yet)."""
+    ds = _dataset(output)
+    if ds is None:
+        return None
+    return ds.to_table(columns=columns, filter=filter)
+
+
+def load_state(output: str | os.PathLike, keypoints_model_id: str, emotion_model_id: str) -> State:
+    state = State()
+    t = read_table(
+        output,
+        columns=_STATE_COLUMNS,
+        filter=(pc.field("keypoints_model_id") == keypoints_model_id) & (pc.field("emotion_model_id") == emotion_model_id),
+    )
+    if t is None or t.num_rows == 0:
+        return state
+    state.rows = t.num_rows
+    seen: set[tuple[str, str, str | None]] = set()
+    for root, path, sha, size, mtime in zip(
+        t.column("root").to_pylist(),
+        t.column("path").to_pylist(),
+        t.column("sha256").to_pylist(),
+        t.column("file_size").to_pylist(),
+        t.column("file_mtime_ns").to_pylist(),
+    ):
+        key = (root, path, sha)
+        if key in seen:
+            continue
+        seen.add(key)
+        if size is not None and mtime is not None:
+            state.by_stat.add((root, path, int(size), int(mtime)))
+        if sha:
+            state.shas.setdefault((root, path), set()).add(sha)
+    state.images = len(seen)
+    return state
+
+
+def read_annotations(output: str | os.PathLike, latest: bool = True, columns: list[str] | None = None):
+    """The output as a pandas DataFrame, sorted by (root, path, face_index).
+
+    ``latest=True`` keeps, for each (root, path), only the rows of its most recent annotation
+    (a file that changed, or was annotated with other models, has older rows too).
+    """
+    import pandas as pd
+
+    if columns is not None:
+        columns = list(dict.fromkeys(list(columns) + ["root", "path", "timestamp", "face_index"]))
+    t = read_table(output, columns=columns)
+    if t is None:
+        return pd.DataFrame(columns=columns or [])
+    df = t.to_pandas()
+    if latest and len(df):
+        newest = df.groupby(["root", "path"])["timestamp"].transform("max")
+        df = df[df["timestamp"] == newest]
+    return df.sort_values(["root", "path", "face_index"], na_position="first").reset_index(drop=True)

@@ -1,0 +1,176 @@
+"""Atomic Parquet part files holding complete images only, and the output folder's run lock.
+
+A part is written to a hidden temporary name in ``OUT/annotations/`` (``.part-....parquet.tmp``:
+ignored by pyarrow/pandas, which skip names starting with ``.``, and by ``*.parquet`` globs),
+flushed and fsynced, then renamed with ``os.replace`` to ``part-<run_id>-<seq>.parquet`` and the
+folder fsynced. A reader (or a rerun) therefore sees a part entirely or not at all, whatever
+moment the writer is killed at.
+
+Rows of one image can arrive in different result batches (Ray Data re-batches faces for the
+models), so :class:`PartWriter` holds an image's rows back until all of them have arrived
+(``num_faces`` rows for ``ok``, else one) and only ever commits complete images. Together with
+the incremental state (:mod:`.state`) this gives: killed at any moment, a rerun writes exactly the
+images that are not in a committed part — no duplicates, nothing missing.
+
+Only one run may write to an output folder at a time: :func:`output_lock` takes an exclusive
+``fcntl`` lock on ``OUT/.annotate.lock``; the OS releases it when the process dies, even by kill -9.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+__all__ = ["ANNOTATIONS_DIR", "dataset_dir", "output_lock", "OutputLocked", "PartWriter", "atomic_write_bytes"]
+
+ANNOTATIONS_DIR = "annotations"
+LOCK_NAME = ".annotate.lock"
+
+
+class OutputLocked(RuntimeError):
+    """Another run holds the output folder's lock."""
+
+
+def dataset_dir(output: str | os.PathLike) -> Path:
+    return Path(output) / ANNOTATIONS_DIR
+
+
+@contextlib.contextmanager
+def output_lock(output: str | os.PathLike):
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputLocked(f"another annotate run is writing to {out} (lock {out / LOCK_NAME})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write a small file (summary.json, a plot) via a temporary name and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+class PartWriter:
+    """Buffers rows until their images are complete; commits parts of ``part_images`` images or
+    after ``part_seconds`` (whichever first) atomically. Use inside :func:`output_lock`."""
+
+    def __init__(self, directory: str | os.PathLike, schema: pa.Schema, run_id: str, part_images: int = 500, part_seconds: float = 30.0):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.schema = schema
+        self.run_id = run_id
+        self.part_images = max(1, int(part_images))
+        self.part_seconds = float(part_seconds)
+        self.pending: dict[tuple[str, str], list[pa.Table]] = {}
+        self.pending_rows: dict[tuple[str, str], int] = {}
+        self.ready: list[pa.Table] = []
+        self.ready_images = 0
+        self.parts: list[Path] = []
+        self.images_committed = 0
+        self.rows_committed = 0
+        self._last_commit = time.monotonic()
+        self.remove_stale_temporaries()
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporaries left by a killed run (safe: the caller holds the output lock)."""
+        n = 0
+        for p in self.dir.glob(".part-*.parquet.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
+        return n
+
+    def add(self, table: pa.Table) -> list[Path]:
+        """Take rows (any mix of images, possibly partial); returns parts committed by this call."""
+        if table.num_rows:
+            roots = table.column("root").to_pylist()
+            paths = table.column("path").to_pylist()
+            status = table.column("status").to_pylist()
+            nfaces = table.column("num_faces").to_pylist()
+            partial: dict[tuple[str, str], list[int]] = {}
+            need: dict[tuple[str, str], int] = {}
+            for i, key in enumerate(zip(roots, paths)):
+                need[key] = nfaces[i] if status[i] == "ok" else 1
+                partial.setdefault(key, []).append(i)
+            for key, idx in partial.items():
+                have = self.pending_rows.get(key, 0) + len(idx)
+                rows = table.take(pa.array(idx, pa.int64()))
+                if have >= need[key]:
+                    if have > need[key]:
+                        raise RuntimeError(f"image {key} produced {have} rows for {need[key]} faces")
+                    if key in self.pending:
+                        self.ready.extend(self.pending.pop(key))
+                        self.pending_rows.pop(key)
+                    self.ready.append(rows)
+                    self.ready_images += 1
+                else:
+                    self.pending.setdefault(key, []).append(rows)
+                    self.pending_rows[key] = have
+        return self.maybe_commit()
+
+    def maybe_commit(self, force: bool = False) -> list[Path]:
+        if not self.ready_images:
+            return []
+        due = self.ready_images >= self.part_images or (time.monotonic() - self._last_commit) >= self.part_seconds
+        return [self.commit()] if (force or due) else []
+
+    def commit(self) -> Path:
+        table = pa.concat_tables(self.ready)
+        idx = pc.sort_indices(table, sort_keys=[("root", "ascending"), ("path", "ascending"), ("face_index", "ascending")])
+        table = table.take(idx)
+        # All rows of a part share the commit time: an image's rows always land in one part.
+        now = datetime.datetime.now(datetime.timezone.utc)
+        ts = pa.array([now] * table.num_rows, self.schema.field("timestamp").type)
+        table = table.set_column(table.schema.get_field_index("timestamp"), self.schema.field("timestamp"), ts)
+        seq = len(self.parts)
+        final = self.dir / f"part-{self.run_id}-{seq:05d}.parquet"
+        tmp = self.dir / f".part-{self.run_id}-{seq:05d}.parquet.tmp"
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.dir)
+        self.parts.append(final)
+        self.images_committed += self.ready_images
+        self.rows_committed += table.num_rows
+        self.ready, self.ready_images = [], 0
+        self._last_commit = time.monotonic()
+        return final
+
+    def close(self) -> list[Path]:
+        """Commit what is complete. Incomplete images (should not happen) are reported, not written."""
+        parts = self.maybe_commit(force=True)
+        if self.pending:
+            keys = ", ".join(f"{r}/{p}" for r, p in list(self.pending)[:5])
+            raise RuntimeError(f"{len(self.pending)} images ended incomplete (not written; a rerun redoes them): {keys}")
+        return parts

@@ -1,0 +1,140 @@
+"""Evaluate a model directory on a split of any CSV of its format: metrics, reports and plots.
+
+Keypoints: RMSE in pixels of the model input (96x96 for Kaggle), overall and per keypoint.
+Emotion: accuracy, confusion matrix (counts and row-normalised), classification report
+(precision, recall, F1, support per class, macro and weighted averages).
+Writes ``metrics.json``, ``per_keypoint_rmse.csv`` or ``classification_report.csv`` and PNGs.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facepipe import models, plots
+from facepipe.data.kaggle import FER, read_table
+from facepipe.data.ray_datasets import FER_VAL, assign_splits
+from facepipe.tasks import get_task
+
+
+def classification_report(cm: np.ndarray, classes: list[str]) -> list[dict]:
+    """Per-class precision/recall/F1/support from a confusion matrix (rows = true), plus macro and weighted averages."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
+    rows = [
+        {"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for c, p, r, f, s in zip(classes, precision, recall, f1, support)
+    ]
+    total = support.sum()
+    w = support / total if total else np.zeros_like(support)
+    rows.append({"class": "macro avg", "precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean()), "support": int(total)})
+    rows.append({"class": "weighted avg", "precision": float((precision * w).sum()), "recall": float((recall * w).sum()), "f1": float((f1 * w).sum()), "support": int(total)})
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def select_split(table, meta: dict, split: str | None) -> tuple[np.ndarray, str]:
+    """Row mask and name of the split to evaluate.
+
+    FER2013: a ``Usage`` value (default PublicTest, or all rows if the file has no such rows).
+    Keypoints: ``val``/``train`` reproduce the training run's seeded split; ``all`` takes every row.
+    """
+    n = len(table)
+    if split == "all":
+        return np.ones(n, bool), "all"
+    if table.format.name == FER:
+        usage = table.columns.get("usage")
+        if usage is None:
+            if split:
+                raise ValueError(f"{table.path} has no Usage column; use --split all")
+            return np.ones(n, bool), "all"
+        split = split or (FER_VAL if (usage == FER_VAL).any() else None)
+        if split is None:
+            return np.ones(n, bool), "all"
+        mask = usage == split
+    else:
+        cfg = meta.get("train_config", {})
+        names = assign_splits(n, None, cfg.get("val_fraction", 0.1), cfg.get("seed", 0))
+        split = split or "val"
+        mask = names == split
+    if not mask.any():
+        raise ValueError(f"{table.path}: split {split!r} has no rows")
+    return mask, split
+
+
+def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, output: str | os.PathLike, split: str | None = None,
+             tta: bool = True, skip_bad_rows: bool = False, batch_size: int = 256, samples: int = 24) -> dict:
+    """Evaluate a saved model on ``split`` of ``data``; write metrics, report files and plots to ``output``."""
+    t0 = time.perf_counter()
+    model, meta = models.load_model(model_dir)
+    table = read_table(data, skip_bad_rows=skip_bad_rows)
+    if table.format.task != meta["task"] or not table.format.has_labels:
+        raise ValueError(f"{data}: a {table.format.name} file cannot evaluate a {meta['task']} model")
+    if table.format.image_size != meta["input_size"]:
+        raise ValueError(f"{data}: images are {table.format.image_size} px, the model expects {meta['input_size']} px")
+    mask, split_name = select_split(table, meta, split)
+    sub = table.select(mask)
+    pred = models.predict_images(model, meta, sub.images, batch_size=batch_size, tta=tta)
+    task = get_task(meta["task"])
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    show = np.sort(rng.choice(len(sub), size=min(samples, len(sub)), replace=False))
+
+    if meta["task"] == "keypoints":
+        batch = {"keypoints": torch.as_tensor(sub.keypoints), "mask": torch.as_tensor(sub.mask)}
+        sums = {k: v.numpy() for k, v in task.sums_from_predictions(torch.as_tensor(pred), batch).items()}
+        res = task.finalize(sums, meta)
+        metrics = {"task": "keypoints", "rmse_px": res["rmse_px"], "per_keypoint_rmse_px": res["per_keypoint_rmse_px"]}
+        rows = [{"keypoint": k, "rmse_px": v, "present": int(c)} for (k, v), c in zip(res["per_keypoint_rmse_px"].items(), sums["count"])]
+        _write_csv(out / "per_keypoint_rmse.csv", rows)
+        plots.per_keypoint_rmse({k: v for k, v in res["per_keypoint_rmse_px"].items() if v is not None}, out / "per_keypoint_rmse.png", overall=res["rmse_px"])
+        plots.image_grid(sub.images[show], out / "keypoint_predictions.png", keypoints=pred[show], true_keypoints=sub.keypoints[show],
+                         suptitle=f"predicted (red x) vs true (green) — RMSE {res['rmse_px']:.2f} px")
+        headline = f"RMSE {res['rmse_px']:.3f} px"
+    else:
+        classes = meta["class_names"]
+        batch = {"label": torch.as_tensor(sub.labels)}
+        sums = {k: v.numpy() for k, v in task.sums_from_predictions(torch.as_tensor(pred), batch).items()}
+        res = task.finalize(sums, meta)
+        cm = np.asarray(res["confusion_matrix"])
+        report = classification_report(cm, classes)
+        metrics = {
+            "task": "emotion",
+            "accuracy": res["accuracy"],
+            "confusion_matrix": cm.tolist(),
+            "confusion_matrix_normalized": np.round(cm / np.maximum(cm.sum(1, keepdims=True), 1), 4).tolist(),
+            "classification_report": report,
+        }
+        _write_csv(out / "classification_report.csv", report)
+        plots.confusion_matrix(cm, out / "confusion_matrix.png", classes, normalize=True)
+        plots.confusion_matrix(cm, out / "confusion_matrix_counts.png", classes, normalize=False)
+        p = pred[show].argmax(1)
+        t = sub.labels[show]
+        plots.image_grid(sub.images[show], out / "emotion_predictions.png",
+                         titles=[f"{classes[a]} ({pred[i].max():.2f})\ntrue: {classes[b]}" for i, a, b in zip(show, p, t)],
+                         title_colors=["green" if a == b else "red" for a, b in zip(p, t)],
+                         suptitle=f"predicted vs true — accuracy {res['accuracy']:.3f}")
+        headline = f"accuracy {res['accuracy']:.4f}"
+    metrics.update({"split": split_name, "images": len(sub), "tta": tta, "model_id": models.model_id(meta), "data": str(data),
+                    "skipped_rows": len(table.skipped), "seconds": round(time.perf_counter() - t0, 2)})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"[evaluate] {meta['task']} on {split_name} ({len(sub)} images): {headline} -> {out}", flush=True)
+    return metrics

@@ -1,0 +1,376 @@
+"""Training on Ray Train: one ``train_loop_per_worker`` for both tasks, checkpoints every epoch, resume.
+
+Data flow: :func:`facepipe.data.ray_datasets.load_splits` parses the CSV in Ray tasks; the
+training split is augmented in Ray Data ``map_batches`` tasks (re-run every epoch, seeded by
+row and epoch); ``TorchTrainer`` workers pull batches from their shard, train, evaluate their
+validation shard (sums all-reduced across workers) and report metrics with a checkpoint holding
+everything needed to resume. A run started again with the same ``name``/``storage_path`` resumes
+from its last checkpoint (Ray Train V2), continuing the epoch count and the metrics history.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+from facepipe import models
+from facepipe.augment import AugmentConfig, BatchAugmenter
+from facepipe.data.kaggle import FER
+from facepipe.data.ray_datasets import DATA_TASK_CPUS, FER_TRAIN, FER_VAL, load_splits
+from facepipe.data.schema import EMOTIONS, KeypointSchema
+from facepipe.tasks import add_sums, get_task
+
+STATE = "state.pt"
+
+#: Per-task defaults, tuned on the real data (see RESULTS.md).
+TASK_DEFAULTS = {
+    "keypoints": {"epochs": 12, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4},
+    "emotion": {"epochs": 12, "batch_size": 128, "lr": 3e-3, "weight_decay": 5e-4},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in every checkpoint and in meta.json)."""
+
+    task: str
+    data: str
+    output: str
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    arch: str | None = None
+    arch_args: dict | None = None
+    augment: dict = field(default_factory=dict)
+    num_workers: int = 1
+    cpus_per_worker: float | None = None
+    threads_per_worker: int | None = None
+    use_gpu: bool = False
+    amp: bool = True
+    resume: bool = False
+    storage_path: str | None = None
+    name: str | None = None
+    val_fraction: float = 0.1
+    train_split: str | None = None
+    val_split: str | None = None
+    seed: int = 0
+    skip_bad_rows: bool = False
+    max_failures: int = 0
+    stop_after_epoch: int | None = None  # stop this invocation early (simulates an interruption)
+    label_smoothing: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_DEFAULTS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {sorted(TASK_DEFAULTS)}")
+        for k, v in TASK_DEFAULTS[self.task].items():
+            if getattr(self, k) is None:
+                setattr(self, k, v)
+        arch, arch_args, _ = models.DEFAULT_ARCH[self.task]
+        self.arch = self.arch or arch
+        self.arch_args = dict(arch_args if self.arch_args is None else self.arch_args)
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        self.name = self.name or self.task
+        self.storage_path = self.storage_path or str(Path(self.output) / "ray_results")
+        if "://" not in self.storage_path:
+            self.storage_path = str(Path(self.storage_path).resolve())
+        AugmentConfig.from_dict({**asdict(AugmentConfig.for_task(self.task)), **self.augment})  # validate early
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    history: list[dict]
+    metrics: dict
+    run_path: str
+
+
+# --- per-epoch augmentation on Ray Data --------------------------------------------------------
+
+
+@ray.remote(num_cpus=0)
+class EpochClock:
+    """The current epoch, read by augmentation tasks so each epoch draws new (seeded) transforms."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def get(self) -> int:
+        return self.epoch
+
+
+def augment_train_batch(batch: dict, config: dict, flip_permutation: list[int] | None, seed: int, clock) -> dict:
+    """``map_batches`` function: augment a training batch, seeded by (seed, epoch, row ids)."""
+    epoch = ray.get(clock.get.remote())
+    augmenter = BatchAugmenter(AugmentConfig.from_dict(config), flip_permutation, seed=seed, epoch=epoch)
+    out = augmenter({**batch, "row_id": batch["line"]})
+    out.pop("row_id", None)
+    return out
+
+
+# --- the loop that runs on every Train worker ------------------------------------------------
+
+
+def _all_reduce(sums: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        keys = sorted(sums)
+        flat = torch.cat([sums[k].double().cpu().reshape(-1) for k in keys])
+        torch.distributed.all_reduce(flat)
+        out, i = {}, 0
+        for k in keys:
+            n = sums[k].numel()
+            out[k] = flat[i : i + n].reshape(sums[k].shape).numpy()
+            i += n
+        return out
+    return {k: v.double().cpu().numpy() for k, v in sums.items()}
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Train one task on this worker's shards; report metrics and a checkpoint every epoch."""
+    import ray.train
+    import ray.train.torch
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # keep per-report INFO lines out of the job log
+    torch.set_num_threads(config["threads_per_worker"])
+    torch.manual_seed(config["seed"])
+    task = get_task(config["task"], label_smoothing=config["label_smoothing"]) if config["task"] == "emotion" else get_task(config["task"])
+    meta = config["meta"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    use_amp = config["amp"] and device.type == "cuda"
+
+    model = models.build_model(meta["task"], meta["arch"], meta["arch_args"], len(meta.get("keypoint_names") or meta["class_names"]))
+    model = ray.train.torch.prepare_model(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    steps_per_epoch = max(1, math.ceil(config["n_train"] / world / config["batch_size"]))
+    total_steps = config["epochs"] * steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config["lr"], total_steps=total_steps + world, pct_start=0.25)
+
+    start_epoch, history = 1, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
+        models.unwrap(model).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, history = state["epoch"] + 1, list(state["history"])
+        if rank == 0:
+            print(f"[{config['task']}] resumed from checkpoint of epoch {state['epoch']}", flush=True)
+
+    clock = config["clock"]
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    bs = config["batch_size"]
+    for epoch in range(start_epoch, config["epochs"] + 1):
+        ray.get(clock.set.remote(epoch))
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum, seen = 0.0, 0
+        for batch in train_shard.iter_torch_batches(batch_size=bs, device=device, local_shuffle_buffer_size=4 * bs, local_shuffle_seed=config["seed"] + epoch):
+            x = models.preprocess(batch["image"], meta, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = model(x)
+            loss = task.loss(out, batch, meta, train=True)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched.last_epoch < sched.total_steps - 1:
+                sched.step()
+            loss_sum += float(loss.detach()) * len(x)
+            seen += len(x)
+        train_time = time.perf_counter() - t0
+
+        model.eval()
+        sums, vloss = None, torch.zeros(2, dtype=torch.float64)
+        with torch.no_grad():
+            for batch in val_shard.iter_torch_batches(batch_size=512, device=device):
+                x = models.preprocess(batch["image"], meta, device)
+                out = model(x)
+                vloss += torch.tensor([float(task.loss(out, batch, meta, train=False)) * len(x), len(x)], dtype=torch.float64)
+                sums = add_sums(sums, {k: v.cpu() for k, v in task.metric_sums(out, batch, meta).items()})
+        totals = _all_reduce({**(sums or {}), "vloss": vloss, "train": torch.tensor([loss_sum, seen], dtype=torch.float64)})
+        val = task.finalize(totals, meta) if sums is not None else {}
+        entry = {
+            "epoch": epoch,
+            "train_loss": float(totals["train"][0] / max(totals["train"][1], 1)),
+            "val_loss": float(totals["vloss"][0] / max(totals["vloss"][1], 1)),
+            "lr": float(sched.get_last_lr()[0]),
+            "seconds": round(time.perf_counter() - t0, 2),
+            "train_img_s": round(float(totals["train"][1]) / max(train_time, 1e-9) / 1, 1),
+        }
+        if "rmse_px" in val:
+            entry["val_rmse_px"] = val["rmse_px"]
+        if "accuracy" in val:
+            entry["val_accuracy"] = val["accuracy"]
+        history.append(entry)
+        if rank == 0:
+            shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items() if k != "epoch")
+            print(f"[{config['task']}] epoch {epoch}/{config['epochs']} {shown}", flush=True)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                torch.save(
+                    {"model": models.unwrap(model).state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "epoch": epoch, "history": history, "config": config["public_config"]},
+                    Path(tmp) / STATE,
+                )
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(entry, checkpoint=ckpt)
+        if config.get("stop_after_epoch") and epoch >= config["stop_after_epoch"]:
+            break
+
+
+# --- the driver side ---------------------------------------------------------------------------
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def image_stats(ds: ray.data.Dataset) -> tuple[float, float]:
+    """Mean and std of pixel values in [0, 1] over a dataset's ``image`` column."""
+    s = ss = n = 0.0
+    for b in ds.select_columns(["image"]).iter_batches(batch_size=4096, batch_format="numpy"):
+        x = b["image"].astype(np.float64) / 255.0
+        s, ss, n = s + x.sum(), ss + (x * x).sum(), n + x.size
+    mean = s / n
+    return mean, math.sqrt(max(ss / n - mean * mean, 1e-12))
+
+
+def default_resources(num_workers: int, cpus_per_worker: float | None, threads: int | None) -> tuple[float, int]:
+    """CPUs to reserve per worker and torch threads per worker.
+
+    Whole-CPU asks for every worker leave nothing for Ray Data's tasks on a small machine and
+    training then waits forever; so by default workers leave half a CPU free for data tasks.
+    Torch threads fill the node's cores (CPU reservations are only bookkeeping to Ray).
+    """
+    total = ray.cluster_resources().get("CPU", 1.0)
+    if cpus_per_worker is None:
+        cpus_per_worker = round(min(1.0, max(0.1, (total - 0.5) / num_workers)), 3)
+    if threads is None:
+        node_cpus = max((n["Resources"].get("CPU", 1.0) for n in ray.nodes() if n.get("Alive")), default=total)
+        # One node: the workers share its cores. Several: assume one worker per reserved CPU.
+        threads = max(1, int(node_cpus) // num_workers) if total <= node_cpus else max(1, math.ceil(cpus_per_worker))
+    return cpus_per_worker, threads
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train ``cfg.task`` on Ray Train and write the model directory ``<output>/<task>/model``."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    task = get_task(cfg.task)
+    run_dir = os.path.join(cfg.storage_path, cfg.name)
+    if "://" not in run_dir and os.path.exists(run_dir) and not cfg.resume:
+        raise FileExistsError(f"run {run_dir} exists: pass --resume to continue it, or choose another --name/--output")
+
+    t0 = time.perf_counter()
+    splits = load_splits(cfg.data, skip_bad_rows=cfg.skip_bad_rows, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    fmt = splits.format
+    if fmt.task != cfg.task or not fmt.has_labels:
+        raise ValueError(f"{cfg.data}: a {fmt.name} file cannot train the {cfg.task} task")
+    train_split = cfg.train_split or (FER_TRAIN if fmt.name == FER else "train")
+    val_split = cfg.val_split or (FER_VAL if fmt.name == FER else "val")
+    train_ds, val_ds = splits[train_split], splits[val_split]
+    n_train, n_val = splits.counts[train_split], splits.counts[val_split]
+    skipped = f", {len(splits.skipped)} bad rows skipped" if splits.skipped else ""
+    print(f"[{cfg.task}] data: {n_train} train / {n_val} val rows from {cfg.data}{skipped} ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+    mean, std = image_stats(train_ds)
+    labels = list(fmt.schema.names) if cfg.task == "keypoints" else list(EMOTIONS)
+    size = fmt.image_size
+    meta = models.make_meta(cfg.task, cfg.arch, cfg.arch_args, size, labels, mean, std)
+
+    columns = ["image", "line", *task.label_columns]
+    aug = {**asdict(AugmentConfig.for_task(cfg.task)), **cfg.augment}
+    flip = KeypointSchema.from_names(labels).flip_permutation.tolist() if cfg.task == "keypoints" and aug["hflip"] > 0 else None
+    # Projected and materialized here, while every CPU is free: only the fractional-CPU
+    # augmentation tasks below have to share the machine with the Train workers.
+    train_ds = train_ds.select_columns(columns, num_cpus=DATA_TASK_CPUS).materialize()
+    val_ds = val_ds.select_columns(columns, num_cpus=DATA_TASK_CPUS).materialize()
+    clock = EpochClock.remote()
+    train_aug = (
+        train_ds.randomize_block_order(seed=cfg.seed)
+        .map_batches(augment_train_batch, fn_kwargs={"config": aug, "flip_permutation": flip, "seed": cfg.seed, "clock": clock},
+                     batch_size=256, num_cpus=DATA_TASK_CPUS)
+    )
+    cpus, threads = default_resources(cfg.num_workers, cfg.cpus_per_worker, cfg.threads_per_worker)
+    public = {k: v for k, v in asdict(cfg).items()}
+    loop_config = {
+        **public, "augment": aug, "meta": meta, "n_train": n_train, "threads_per_worker": threads,
+        "clock": clock, "public_config": json.dumps(public),
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cpus}),
+        run_config=RunConfig(
+            name=cfg.name,
+            storage_path=cfg.storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),  # our own epoch lines are the progress
+            # Printed epoch lines once, not twice (Train V2 also copies print() into its logger).
+            worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+        ),
+        datasets={"train": train_aug, "val": val_ds},
+        dataset_config=DataConfig(datasets_to_split=["train", "val"]),
+    )
+    print(f"[{cfg.task}] training {cfg.arch} for {cfg.epochs} epochs on {cfg.num_workers} worker(s) x {cpus} CPU, "
+          f"{threads} torch threads each{', GPU' if cfg.use_gpu else ''}; run {run_dir}", flush=True)
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training produced no checkpoint (error: {result.error})")
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
+    model = models.build_model(cfg.task, cfg.arch, cfg.arch_args, len(labels))
+    model.load_state_dict(state["model"])
+    history = list(state["history"])
+    last = history[-1]
+    meta.update({
+        "trained_epochs": state["epoch"],
+        "train_config": public,
+        "augment": aug,
+        "data": {"file": os.path.basename(cfg.data), "bytes": os.path.getsize(cfg.data), "sha256": file_sha256(cfg.data),
+                 "format": fmt.name, "train_split": train_split, "val_split": val_split, "train_rows": n_train,
+                 "val_rows": n_val, "skipped_rows": len(splits.skipped)},
+        "metrics": {k: v for k, v in last.items() if k.startswith("val_")},
+    })
+    model_dir = models.save_model_dir(Path(cfg.output) / cfg.task / "model", model, meta)
+    (model_dir.parent / "history.json").write_text(json.dumps(history, indent=2))
+    from facepipe import plots
+
+    plots.training_curves(history, model_dir.parent / "training_curves.png", metric=task.primary_metric)
+    print(f"[{cfg.task}] done in {time.perf_counter() - t0:.0f} s: {task.primary_metric} {last.get(task.primary_metric):.4g} -> {model_dir}", flush=True)
+    return TrainResult(model_dir, history, meta["metrics"], result.path)
+
+
+def remove_run(cfg: TrainConfig) -> None:
+    """Delete a local run directory (for --overwrite)."""
+    run_dir = os.path.join(cfg.storage_path, cfg.name)
+    if "://" not in run_dir and os.path.exists(run_dir):
+        shutil.rmtree(run_dir)
