@@ -13,9 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from facepipe import plots  # noqa: E402
-from facepipe.data import EMOTIONS, CSVFormatError, read_table  # noqa: E402
-from facepipe.data.stats import summarize  # noqa: E402
+from facepipe.data import CSVFormatError  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -29,30 +27,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    table = read_table(args.data, skip_bad_rows=args.skip_bad_rows)
-    summary = summarize(table)
-    rng = __import__("numpy").random.default_rng(args.seed)
-    idx = rng.choice(len(table), size=min(args.samples, len(table)), replace=False)
-    written = []
-    if "label" in table.columns:
-        written.append(plots.class_distribution(summary["class_counts"], out / "class_distribution.png"))
-        titles = [EMOTIONS[i] for i in table.labels[idx]]
-        written.append(plots.image_grid(table.images[idx], out / "samples.png", titles=titles))
-    elif "keypoints" in table.columns:
-        written.append(
-            plots.image_grid(table.images[idx], out / "samples.png", keypoints=table.keypoints[idx], point_names=table.schema.names)
-        )
-        written.append(plots.missing_keypoints(summary["missing_per_keypoint"], len(table), out / "missing_keypoints.png"))
-    else:
-        written.append(plots.image_grid(table.images[idx], out / "samples.png"))
-    written.append(plots.pixel_histogram(table.images, out / "pixel_histogram.png"))
-    summary["plots"] = [p.name for p in written]
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    skipped = f", {summary['skipped_rows']} bad rows skipped" if summary["skipped_rows"] else ""
-    print(f"explore: {summary['rows']} rows of {summary['format']} from {args.data}{skipped} -> {out}")
-    return summary
+    from facepipe.explore import explore
+
+    return explore(args.data, args.output, skip_bad_rows=args.skip_bad_rows, samples=args.samples, seed=args.seed)
 
 
 if __name__ == "__main__":

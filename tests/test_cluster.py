@@ -1,0 +1,171 @@
+"""cluster/: every YAML parses and names real jobs and flags; a real `ray job submit` round trip."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "cluster"
+YAMLS = sorted(CLUSTER.rglob("*.yaml"))
+
+
+def job_parser(script: str) -> argparse.ArgumentParser:
+    spec = importlib.util.spec_from_file_location(f"job_{Path(script).stem}", ROOT / script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_args_parser()
+
+
+def check_entrypoint(argv: list[str]) -> None:
+    """``python jobs/X.py ...``: the script exists and its own parser accepts the flags."""
+    assert argv[0] == "python" and argv[1].startswith("jobs/"), argv
+    assert (ROOT / argv[1]).exists(), f"{argv[1]} does not exist"
+    job_parser(argv[1]).parse_args(argv[2:])
+
+
+def test_cluster_has_the_documented_files():
+    names = {p.relative_to(CLUSTER).as_posix() for p in CLUSTER.rglob("*") if p.is_file()}
+    for f in ("README.md", "runtime_env.yaml", "aws-cluster.yaml", "kuberay/rayjob-train.yaml", "kuberay/raycluster-annotate.yaml",
+              "kuberay/cronjob-annotate.yaml", "local/crontab", "local/facepipe-annotate.service", "local/facepipe-annotate.timer"):
+        assert f in names
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=[p.name for p in YAMLS])
+def test_yaml_structure(path):
+    docs = list(yaml.safe_load_all(path.read_text()))
+    assert docs and all(isinstance(d, dict) for d in docs)
+    d = docs[0]
+    if d.get("kind") in ("RayJob", "RayCluster"):
+        assert d["apiVersion"] == "ray.io/v1"
+        cluster = d["spec"]["rayClusterSpec"] if d["kind"] == "RayJob" else d["spec"]
+        assert cluster["rayVersion"] == "2.60.0"
+        assert cluster["headGroupSpec"]["template"]["spec"]["containers"]
+        assert cluster["workerGroupSpecs"] and all(g["template"]["spec"]["containers"] for g in cluster["workerGroupSpecs"])
+        for c in [cluster["headGroupSpec"]["template"]["spec"]["containers"][0]]:
+            env = {e["name"]: e for e in c.get("env", [])}
+            assert env["RAY_AUTH_MODE"]["value"] == "token"  # the secure default is kept
+        if d["kind"] == "RayJob":
+            assert d["spec"]["shutdownAfterJobFinishes"] is True
+            check_entrypoint(shlex.split(d["spec"]["entrypoint"]))
+    elif d.get("kind") == "CronJob":
+        assert d["apiVersion"] == "batch/v1" and d["spec"]["concurrencyPolicy"] == "Forbid"
+        cmd = d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+        assert cmd[:3] == ["ray", "job", "submit"]
+        check_entrypoint(cmd[cmd.index("--") + 1 :])
+    elif path.name == "runtime_env.yaml":
+        assert d["working_dir"] == "." and ".venv/" in d["excludes"]
+    elif path.name == "aws-cluster.yaml":
+        assert {"head", "cpu_worker", "gpu_worker"} <= set(d["available_node_types"])
+        assert d["available_node_types"]["gpu_worker"]["min_workers"] == 0
+        assert all("0.0.0.0" not in c for c in d["head_start_ray_commands"])
+
+
+def test_local_schedule_recipes_call_real_flags():
+    for f in ("local/crontab", "local/facepipe-annotate.service"):
+        text = (CLUSTER / f).read_text()
+        line = next(ln for ln in text.splitlines() if "jobs/annotate.py" in ln and not ln.startswith("#"))
+        argv = shlex.split(line.split("python", 1)[1].split(">>")[0])
+        job_parser(argv[0]).parse_args(argv[1:])
+
+
+@pytest.mark.parametrize("script", ["jobs/train.py", "jobs/annotate.py", "jobs/evaluate.py", "jobs/explore.py"])
+def test_every_flag_is_documented(script):
+    p = job_parser(script)
+    for action in p._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{script} {action.option_strings} has no help"
+
+
+# --- a real Ray head and the real `ray job submit` CLI -------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_under(marker: str) -> list[int]:
+    """PIDs whose command line mentions ``marker`` (this head's own temp dir), never other Rays."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and int(p.name) != os.getpid():
+            try:
+                if marker in (p / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+    return pids
+
+
+def stop_head(marker: str) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in processes_under(marker):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        while processes_under(marker) and time.time() < deadline:
+            time.sleep(0.3)
+
+
+@pytest.mark.integration
+def test_ray_job_submit_train_then_annotate(tmp_path):
+    temp_dir = tempfile.mkdtemp(prefix="/tmp/fpj")  # short: Ray's socket paths must stay short
+    dash, gcs = free_port(), free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "RAY_ADDRESS": f"http://127.0.0.1:{dash}"}
+    env.pop("RAY_RUNTIME_ENV_HOOK", None)
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    try:
+        subprocess.run([ray_bin, "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                        "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-dashboard=true"],
+                       env={k: v for k, v in env.items() if k != "RAY_ADDRESS"}, check=True, capture_output=True, timeout=120)
+
+        def submit(*argv: str) -> subprocess.CompletedProcess:
+            cmd = [ray_bin, "job", "submit", "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--", "python", *argv]
+            r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+            assert r.returncode == 0 and "succeeded" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+            return r
+
+        out = tmp_path / "train"
+        submit("jobs/train.py", "--task", "keypoints", "--epochs", "1", "--batch-size", "32", "--output", str(out), "--no-evaluate")
+        meta = json.loads((out / "keypoints" / "model" / "meta.json").read_text())
+        assert meta["task"] == "keypoints" and meta["trained_epochs"] == 1
+
+        emo = tmp_path / "emo"
+        from facepipe import models
+        from facepipe.data import EMOTIONS
+
+        args = {"widths": [8, 16], "convs_per_block": 1, "dropout": 0.1}
+        models.save_model_dir(emo, models.build_model("emotion", "vgg_cnn", args, 7), models.make_meta("emotion", "vgg_cnn", args, 48, list(EMOTIONS), 0.5, 0.25))
+        from facepipe.data.synth import write_image_folder
+
+        photos = tmp_path / "photos"
+        files = write_image_folder(photos, 4, seed=3)
+        ann = tmp_path / "ann"
+        submit("jobs/annotate.py", "--input", str(photos), "--output", str(ann), "--keypoints-model", str(out / "keypoints" / "model"),
+               "--emotion-model", str(emo), "--plots", "none")
+        import pandas as pd
+
+        df = pd.read_parquet(ann)
+        assert set(Path(p).name for p in df["path"]) == {f.name for f in files}
+        assert set(df["status"]) <= {"ok", "no_face"}
+    finally:
+        stop_head(temp_dir)
+    assert not processes_under(temp_dir)

@@ -1,0 +1,122 @@
+"""Training on Ray Train with generated data: 1 and 2 workers, resume, model directory, losses, evaluation."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facepipe import models
+from facepipe.data import read_table
+from facepipe.data.synth import write_fer_csv, write_keypoints_csv
+from facepipe.evaluate import classification_report, evaluate
+from facepipe.tasks import masked_mse
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CNN = {"widths": [8, 16], "convs_per_block": 1, "dropout": 0.1}
+
+
+@pytest.fixture(scope="module")
+def gen_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gen")
+    return {"keypoints": str(write_keypoints_csv(d / "kp.csv.gz", 240, seed=1)), "emotion": str(write_fer_csv(d / "fer.csv", 420, seed=1))}
+
+
+def config(task, data, out, **kw):
+    from facepipe.train import TrainConfig
+
+    base = {"epochs": 3, "batch_size": 32, "lr": 3e-3}
+    if task == "emotion":
+        base["arch_args"] = TINY_CNN
+    return TrainConfig(task=task, data=data, output=str(out), **{**base, **kw})
+
+
+def test_masked_mse_ignores_missing_points():
+    pred = torch.zeros(2, 3, 2, requires_grad=True)
+    target = torch.tensor([[[1.0, 1.0], [float("nan"), float("nan")], [0.5, 0.5]], [[0.2, 0.2], [0.3, 0.3], [float("nan"), float("nan")]]])
+    mask = ~torch.isnan(target[..., 0])
+    loss = masked_mse(pred, target, mask)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert (pred.grad[~mask] == 0).all() and (pred.grad[mask] != 0).all()
+    # equals the plain MSE over the present coordinates only
+    assert loss.item() == pytest.approx(float((target[mask] ** 2).mean()))
+
+
+def test_two_workers_keypoints_loss_falls_and_model_dir_reloads(gen_data, tmp_path, ray_session):
+    from facepipe.train import train
+
+    res = train(config("keypoints", gen_data["keypoints"], tmp_path, num_workers=2, epochs=3))
+    losses = [h["train_loss"] for h in res.history]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    meta = json.loads((res.model_dir / "meta.json").read_text())
+    assert meta["task"] == "keypoints" and meta["input_size"] == 96 and len(meta["keypoint_names"]) == 15
+    assert meta["train_config"]["num_workers"] == 2 and meta["data"]["sha256"] and meta["facepipe_version"]
+    # weights load without pickled code, and the reloaded model predicts identically to the checkpoint's
+    state = torch.load(res.model_dir / "weights.pt", weights_only=True)
+    a, _ = models.load_model(res.model_dir)
+    b = models.build_model("keypoints", "resnet18", {}, 15)
+    b.load_state_dict(state)
+    imgs = read_table(gen_data["keypoints"]).images[:8]
+    pa, pb = models.predict_images(a, meta, imgs), models.predict_images(b.eval(), meta, imgs)
+    assert np.array_equal(pa, pb) and pa.shape == (8, 15, 2)
+    assert (res.model_dir.parent / "training_curves.png").stat().st_size > 0
+
+
+def test_one_worker_emotion_stop_and_resume(gen_data, tmp_path, ray_session):
+    from facepipe.train import train
+
+    first = train(config("emotion", gen_data["emotion"], tmp_path, num_workers=1, stop_after_epoch=1))
+    assert [h["epoch"] for h in first.history] == [1]
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config("emotion", gen_data["emotion"], tmp_path))
+    resumed = train(config("emotion", gen_data["emotion"], tmp_path, resume=True))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert resumed.history[0] == first.history[0]  # the history came back from the checkpoint
+    losses = [h["train_loss"] for h in resumed.history]
+    assert losses[-1] < losses[0]
+
+    out = evaluate(resumed.model_dir, gen_data["emotion"], tmp_path / "eval")
+    cm = np.asarray(out["confusion_matrix"])
+    assert out["split"] == "PublicTest" and cm.sum() == out["images"] and out["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    for f in ("metrics.json", "classification_report.csv", "confusion_matrix.png", "confusion_matrix_counts.png", "emotion_predictions.png"):
+        assert (tmp_path / "eval" / f).stat().st_size > 0
+
+
+def test_evaluate_keypoints_writes_per_keypoint_rmse(gen_data, tmp_path):
+    # an untrained model directory is enough to check the evaluation's arithmetic and files
+    meta = models.make_meta("keypoints", "resnet18", {}, 96, [n for n in read_table(gen_data["keypoints"]).schema.names], 0.5, 0.25)
+    d = models.save_model_dir(tmp_path / "m", models.build_model("keypoints", "resnet18", {}, 15), meta)
+    out = evaluate(d, gen_data["keypoints"], tmp_path / "eval", split="all", tta=False)
+    model, meta = models.load_model(d)
+    t = read_table(gen_data["keypoints"])
+    pred = models.predict_images(model, meta, t.images)
+    err = (pred - t.keypoints) ** 2
+    expected = float(np.sqrt(np.nanmean(err)))
+    assert out["rmse_px"] == pytest.approx(expected, rel=1e-4)
+    lines = (tmp_path / "eval" / "per_keypoint_rmse.csv").read_text().splitlines()
+    assert lines[0] == "keypoint,rmse_px,present" and len(lines) == 16
+
+
+def test_classification_report_matches_hand_computation():
+    cm = np.array([[5, 1], [2, 2]])
+    rep = {r["class"]: r for r in classification_report(cm, ["a", "b"])}
+    assert rep["a"]["precision"] == pytest.approx(5 / 7) and rep["a"]["recall"] == pytest.approx(5 / 6)
+    assert rep["b"]["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+    assert rep["weighted avg"]["recall"] == pytest.approx((5 / 6) * 0.6 + 0.5 * 0.4)
+    assert rep["macro avg"]["support"] == 10
+
+
+def test_train_help_documents_flags_and_rejects_bad_choices():
+    out = subprocess.run([sys.executable, "jobs/train.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for flag in ("--task", "--data", "--epochs", "--num-workers", "--cpus-per-worker", "--use-gpu", "--resume", "--vflip", "--storage-path"):
+        assert flag in out
+    assert "upside down" in out and "(default: 1)" in out
+    bad = subprocess.run([sys.executable, "jobs/train.py", "--task", "faces"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice: 'faces'" in bad.stderr
+    bad = subprocess.run([sys.executable, "jobs/train.py", "--vflip", "1.5", "--output", "/nonexistent/x"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and "vflip" in bad.stderr
