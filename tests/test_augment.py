@@ -396,3 +396,31 @@ def test_timing_print(capsys):
         lines.append(f"augment 64x{size}x{size} ({task}): {(time.perf_counter() - t0) / n * 1e3:.2f} ms/batch")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+@pytest.mark.parametrize("hflip", [0.0, 1.0])
+def test_keypoints_stay_on_generated_face_features(hflip):
+    """On generated faces with exact keypoints, the pixel under each augmented keypoint is the pixel
+    that was under the (mirrored, when flipped) original keypoint."""
+    from facepipe.data.schema import KeypointSchema
+    from facepipe.data.synth import render_faces
+
+    imgs, kps, _ = render_faces(48, size=96, seed=5)
+    perm = KeypointSchema.kaggle().flip_permutation
+    cfg = AugmentConfig(hflip=hflip, rotate_deg=12, shift=0.06, scale=0.08, brightness=0, contrast=0)
+    out = augment_batch({"image": imgs, "keypoints": kps, "mask": np.ones(kps.shape[:2], bool)}, cfg, np.random.default_rng(1), perm)
+    src = perm if hflip else np.arange(15)
+
+    def sample(images, pts):
+        x = np.clip(np.rint(pts[..., 0]).astype(int), 0, 95)
+        y = np.clip(np.rint(pts[..., 1]).astype(int), 0, 95)
+        return images[np.arange(len(images))[:, None], y, x].astype(float)
+
+    ok = out["mask"]
+    before = sample(imgs, kps[:, src])
+    after = sample(out["image"], np.nan_to_num(out["keypoints"]))
+    err = np.abs(after - before)[ok].mean()
+    baseline = np.abs(after - sample(imgs, kps[:, src][::-1]))[ok].mean()  # other faces' points
+    assert ok.mean() > 0.9
+    print(f"pixel difference under keypoints: {err:.1f} vs {baseline:.1f} for unrelated points")
+    assert err < 10 and err < baseline / 2, (err, baseline)
