@@ -166,10 +166,6 @@ def annotate(
     return summary
 
 
-def _spread() -> dict:
-    return {"scheduling_strategy": "SPREAD"}
-
-
 def _run_pipeline(todo, state, writer, counts, timings, log, *, schema, run_id, kp_id, em_id, det, prep, keypoints_model, emotion_model, batch_size, concurrency, files_per_task, device, num_cpus, prepare_num_cpus, infer_num_cpus, torch_threads, progress):
     import ray
 
@@ -184,12 +180,12 @@ def _run_pipeline(todo, state, writer, counts, timings, log, *, schema, run_id, 
         for e in todo
     ]
     ds = ray.data.from_items(records, override_num_blocks=max(1, math.ceil(len(records) / files_per_task)))
-    # Decode/detect tasks are spread over a cluster's nodes. Giving them a ray_remote_args_fn also
-    # keeps Ray Data from fusing them into the model actors (it fuses task→actor maps with equal
-    # remote args), which would run all detection inside the actor pool, one image at a time.
-    ds = ds.map_batches(
-        prepare_batch, fn_kwargs={"config": prep}, batch_size=files_per_task, batch_format="numpy", num_cpus=prepare_num_cpus, ray_remote_args_fn=_spread
-    )
+    # Ray Data fuses a task map into the next actor map when their resource requests are equal;
+    # that would run every decode/detect inside the few model actors, one image at a time. Keep
+    # the requests different so the stages stay apart (tasks spread over the cluster's cores).
+    if abs(prepare_num_cpus - infer_num_cpus) < 1e-6:
+        infer_num_cpus += 0.01
+    ds = ds.map_batches(prepare_batch, fn_kwargs={"config": prep}, batch_size=files_per_task, batch_format="numpy", num_cpus=prepare_num_cpus)
     ds = ds.map_batches(
         Annotator,
         fn_constructor_kwargs={"keypoints_model": keypoints_model, "emotion_model": emotion_model, "device": "cuda" if num_gpus else ("cpu" if device == "auto" else device), "torch_threads": threads, "batch_size": batch_size},

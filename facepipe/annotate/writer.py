@@ -80,8 +80,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 class PartWriter:
-    """Buffers rows until their images are complete; commits parts of ``part_images`` images or
-    after ``part_seconds`` (whichever first) atomically. Use inside :func:`output_lock`."""
+    """Buffers rows until their images are complete; commits parts of ``part_images`` images, or
+    what is complete every ``part_seconds``, atomically. Use inside :func:`output_lock`."""
 
     def __init__(self, directory: str | os.PathLike, schema: pa.Schema, run_id: str, part_images: int = 500, part_seconds: float = 30.0):
         self.dir = Path(directory)
@@ -92,8 +92,7 @@ class PartWriter:
         self.part_seconds = float(part_seconds)
         self.pending: dict[tuple[str, str], list[pa.Table]] = {}
         self.pending_rows: dict[tuple[str, str], int] = {}
-        self.ready: list[pa.Table] = []
-        self.ready_images = 0
+        self.ready: list[list[pa.Table]] = []  # complete images, each as its row pieces
         self.parts: list[Path] = []
         self.images_committed = 0
         self.rows_committed = 0
@@ -116,35 +115,42 @@ class PartWriter:
             paths = table.column("path").to_pylist()
             status = table.column("status").to_pylist()
             nfaces = table.column("num_faces").to_pylist()
-            partial: dict[tuple[str, str], list[int]] = {}
+            rows_of: dict[tuple[str, str], list[int]] = {}
             need: dict[tuple[str, str], int] = {}
             for i, key in enumerate(zip(roots, paths)):
                 need[key] = nfaces[i] if status[i] == "ok" else 1
-                partial.setdefault(key, []).append(i)
-            for key, idx in partial.items():
+                rows_of.setdefault(key, []).append(i)
+            for key, idx in rows_of.items():
                 have = self.pending_rows.get(key, 0) + len(idx)
                 rows = table.take(pa.array(idx, pa.int64()))
-                if have >= need[key]:
-                    if have > need[key]:
-                        raise RuntimeError(f"image {key} produced {have} rows for {need[key]} faces")
-                    if key in self.pending:
-                        self.ready.extend(self.pending.pop(key))
-                        self.pending_rows.pop(key)
-                    self.ready.append(rows)
-                    self.ready_images += 1
+                if have > need[key]:
+                    raise RuntimeError(f"image {key} produced {have} rows for {need[key]} faces")
+                pieces = self.pending.pop(key, []) + [rows]
+                if have == need[key]:
+                    self.pending_rows.pop(key, None)
+                    self.ready.append(pieces)
                 else:
-                    self.pending.setdefault(key, []).append(rows)
+                    self.pending[key] = pieces
                     self.pending_rows[key] = have
         return self.maybe_commit()
 
-    def maybe_commit(self, force: bool = False) -> list[Path]:
-        if not self.ready_images:
-            return []
-        due = self.ready_images >= self.part_images or (time.monotonic() - self._last_commit) >= self.part_seconds
-        return [self.commit()] if (force or due) else []
+    @property
+    def ready_images(self) -> int:
+        return len(self.ready)
 
-    def commit(self) -> Path:
-        table = pa.concat_tables(self.ready)
+    def maybe_commit(self, force: bool = False) -> list[Path]:
+        """Commit full parts of ``part_images`` images; the rest too when ``force`` or time is up."""
+        parts = []
+        while len(self.ready) >= self.part_images:
+            parts.append(self.commit(self.part_images))
+        if self.ready and (force or (time.monotonic() - self._last_commit) >= self.part_seconds):
+            parts.append(self.commit(len(self.ready)))
+        return parts
+
+    def commit(self, images: int) -> Path:
+        """Write the first ``images`` complete images as one part, atomically."""
+        chosen, self.ready = self.ready[:images], self.ready[images:]
+        table = pa.concat_tables([t for pieces in chosen for t in pieces])
         idx = pc.sort_indices(table, sort_keys=[("root", "ascending"), ("path", "ascending"), ("face_index", "ascending")])
         table = table.take(idx)
         # All rows of a part share the commit time: an image's rows always land in one part.
@@ -161,9 +167,8 @@ class PartWriter:
         os.replace(tmp, final)
         _fsync_dir(self.dir)
         self.parts.append(final)
-        self.images_committed += self.ready_images
+        self.images_committed += len(chosen)
         self.rows_committed += table.num_rows
-        self.ready, self.ready_images = [], 0
         self._last_commit = time.monotonic()
         return final
 
