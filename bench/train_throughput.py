@@ -38,7 +38,10 @@ def plain_loop(task: str, data: str, epochs: int, batch_size: int, threads: int)
     from facepipe.data.ray_datasets import assign_splits
     from facepipe.tasks import get_task
 
+    import cv2
+
     torch.set_num_threads(threads)
+    cv2.setNumThreads(1)  # a fair baseline: OpenCV's own pool would fight torch's threads for the cores
     table = read_table(data)
     split = assign_splits(len(table), table.columns.get("usage"), 0.1, 0)
     tr = table.select(split == ("Training" if task == "emotion" else "train"))

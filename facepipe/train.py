@@ -118,6 +118,9 @@ class EpochClock:
 
 def augment_train_batch(batch: dict, config: dict, flip_permutation: list[int] | None, seed: int, clock) -> dict:
     """``map_batches`` function: augment a training batch, seeded by (seed, epoch, row ids)."""
+    import cv2
+
+    cv2.setNumThreads(1)  # these tasks share the cores with the Train workers' torch threads
     epoch = ray.get(clock.get.remote())
     augmenter = BatchAugmenter(AugmentConfig.from_dict(config), flip_permutation, seed=seed, epoch=epoch)
     out = augmenter({**batch, "row_id": batch["line"]})
