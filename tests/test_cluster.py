@@ -163,7 +163,7 @@ def test_ray_job_submit_train_then_annotate(tmp_path):
                "--emotion-model", str(emo), "--plots", "none")
         import pandas as pd
 
-        df = pd.read_parquet(ann)
+        df = pd.read_parquet(ann / "annotations")
         assert set(Path(p).name for p in df["path"]) == {f.name for f in files}
         assert set(df["status"]) <= {"ok", "no_face"}
     finally:
