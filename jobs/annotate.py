@@ -55,6 +55,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto (GPU when the cluster has one), cpu or cuda (default: %(default)s)")
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all; ignored with RAY_ADDRESS)")
     run.add_argument("--files-per-task", type=int, default=8, help="files per decode/detect task (default: %(default)s)")
+    run.add_argument("--prepare-num-cpus", type=float, default=0.5, help="CPU request of a decode/detect task (default: %(default)s)")
+    run.add_argument("--infer-num-cpus", type=float, default=0.75, help="CPU request of an inference actor; torch threads = its whole CPUs, at least 1 (default: %(default)s)")
     run.add_argument("--part-images", type=int, default=500, help="images per Parquet part file (default: %(default)s)")
     run.add_argument("--part-seconds", type=float, default=30.0, help="commit a part at least this often, seconds (default: %(default)s)")
     return p
@@ -98,6 +100,8 @@ def main(args: argparse.Namespace) -> int:
             detector=detector,
             margin=args.margin,
             files_per_task=args.files_per_task,
+            prepare_num_cpus=args.prepare_num_cpus,
+            infer_num_cpus=args.infer_num_cpus,
             part_images=args.part_images,
             part_seconds=args.part_seconds,
             device=args.device,

@@ -133,13 +133,21 @@ def test_ray_job_submit_train_then_annotate(tmp_path):
     env.pop("RAY_RUNTIME_ENV_HOOK", None)
     ray_bin = str(Path(sys.executable).parent / "ray")
     try:
-        subprocess.run([ray_bin, "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+        # Every port of its own: the test session's Ray (or any other) already holds the default agent
+        # ports, and a head whose job agent cannot bind answers "No available agent to submit job".
+        ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                        "metrics-export-port", "runtime-env-agent-port", "ray-client-server-port")]
+        subprocess.run([ray_bin, "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", *ports,
                         "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-dashboard=true"],
                        env={k: v for k, v in env.items() if k != "RAY_ADDRESS"}, check=True, capture_output=True, timeout=120)
 
         def submit(*argv: str) -> subprocess.CompletedProcess:
             cmd = [ray_bin, "job", "submit", "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--", "python", *argv]
-            r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+            for _ in range(20):  # a fresh head's job agent can take a while to register on a busy machine
+                r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                if "No available agent to submit job" not in r.stdout + r.stderr:
+                    break
+                time.sleep(3)
             assert r.returncode == 0 and "succeeded" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
             return r
 

@@ -10,14 +10,17 @@ Output folder layout::
     OUT/.annotate.lock                            held while a run writes
 
 Resources on small machines: decode/detect tasks and inference actors ask for fractional CPUs
-(0.5 each by default) so that the actor pool can never take every CPU and starve the tasks that
-feed it (which would hang forever on 2 CPUs); each actor runs torch with 1 thread per CPU it asked
-for, each task runs OpenCV single-threaded, and a GPU is given to each actor when the cluster has
-one (and ``device`` is not ``cpu``).
+(0.5 and 0.75 by default) so that the actor pool can never take every CPU and starve the tasks
+that feed it (which would hang forever on 2 CPUs). On 2 CPUs that is one actor and two
+decode/detect tasks at a time, close to the work's own split (detection ~23 ms per image, both
+models ~16 ms per face on one thread). Each actor runs torch with one thread per whole CPU it
+asked for (at least 1), each task runs OpenCV single-threaded, and each actor gets a GPU when
+the cluster has one (and ``device`` is not ``cpu``).
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import os
@@ -106,7 +109,7 @@ def annotate(
     device: str = "auto",
     num_cpus: int | None = None,
     prepare_num_cpus: float = 0.5,
-    infer_num_cpus: float = 0.5,
+    infer_num_cpus: float = 0.75,
     torch_threads: int | None = None,
     progress: bool = False,
     verbose: bool = True,
@@ -121,6 +124,8 @@ def annotate(
     t_start = time.perf_counter()
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     output = Path(output)
+    if prepare_num_cpus <= 0 or infer_num_cpus <= 0 or (num_cpus is not None and num_cpus < 1):
+        raise AnnotateError("prepare_num_cpus and infer_num_cpus must be > 0 and num_cpus >= 1")
     kp_meta, em_meta, det = _validate(inputs, output, keypoints_model, emotion_model, detector, plots, batch_size, concurrency, plot_samples, files_per_task, margin)
     from facepipe.models import model_id
 
@@ -139,11 +144,12 @@ def annotate(
         log(f"annotate: run {run_id}: {len(entries)} files listed, {done_unchanged} already done, {len(todo)} to annotate -> {output}")
         counts = collections.Counter()
         timings = dict.fromkeys(_TIMINGS, 0.0)
+        marks: dict[str, float] = {}
         writer = PartWriter(dataset_dir(output), schema, run_id, part_images=part_images, part_seconds=part_seconds)
         t_pipe = time.perf_counter()
         if todo:
             _run_pipeline(
-                todo, state, writer, counts, timings, log,
+                todo, state, writer, counts, timings, marks, log,
                 schema=schema, run_id=run_id, kp_id=kp_id, em_id=em_id, det=det,
                 prep=PrepareConfig(detector=det, margin=margin, crop_sizes=(("keypoints", int(kp_meta["input_size"])), ("emotion", int(em_meta["input_size"])))),
                 keypoints_model=str(Path(keypoints_model).resolve()), emotion_model=str(Path(emotion_model).resolve()),
@@ -154,7 +160,7 @@ def annotate(
         pipeline_s = time.perf_counter() - t_pipe
         plot_files = _plots(output, run_id, plots, plot_samples, kp_meta["keypoint_names"], writer.images_committed > 0, num_cpus, progress, log)
         summary = _summary(
-            output, plots, run_id, inputs, keypoints_model, emotion_model, kp_id, em_id, det, entries, done_unchanged, todo, counts, timings, writer, pipeline_s, time.perf_counter() - t_start, plot_files,
+            output, plots, run_id, inputs, keypoints_model, emotion_model, kp_id, em_id, det, entries, done_unchanged, todo, counts, timings, marks, writer, pipeline_s, time.perf_counter() - t_start, plot_files,
         )
         atomic_write_bytes(output / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     r = summary["run"]
@@ -166,14 +172,30 @@ def annotate(
     return summary
 
 
-def _run_pipeline(todo, state, writer, counts, timings, log, *, schema, run_id, kp_id, em_id, det, prep, keypoints_model, emotion_model, batch_size, concurrency, files_per_task, device, num_cpus, prepare_num_cpus, infer_num_cpus, torch_threads, progress):
+def _fit_cpus(cpus: float, prepare: float, infer: float, concurrency: int) -> tuple[float, float, int]:
+    """CPU requests that cannot deadlock: the actors together always leave room for one
+    decode/detect task (else the pool would wait forever for input nobody can produce)."""
+    if infer + prepare > cpus:  # e.g. a 1-CPU machine: shrink both, keep their ratio
+        scale = 0.95 * cpus / (infer + prepare)
+        prepare, infer = prepare * scale, infer * scale
+    fitted = max(1, min(concurrency, int((cpus - prepare) // infer)))
+    return prepare, infer, fitted
+
+
+def _run_pipeline(todo, state, writer, counts, timings, marks, log, *, schema, run_id, kp_id, em_id, det, prep, keypoints_model, emotion_model, batch_size, concurrency, files_per_task, device, num_cpus, prepare_num_cpus, infer_num_cpus, torch_threads, progress):
     import ray
 
     from facepipe.runtime import init_ray
 
     resources = init_ray(num_cpus=num_cpus, progress=progress)
     gpus = float(resources.get("GPU", 0)) if device != "cpu" else 0.0
+    if device.startswith("cuda") and gpus < 1:
+        raise AnnotateError("device 'cuda' requested but the Ray cluster has no GPU")
     num_gpus = (1.0 if concurrency <= gpus else gpus / concurrency) if gpus >= 1 else 0.0
+    prepare_num_cpus, infer_num_cpus, fitted = _fit_cpus(float(resources.get("CPU", 1)), prepare_num_cpus, infer_num_cpus, concurrency)
+    if fitted != concurrency:
+        log(f"annotate: {concurrency} inference actors do not fit with decode tasks on {resources.get('CPU', 1):g} CPUs; using {fitted}")
+        concurrency = fitted
     threads = torch_threads or max(1, int(infer_num_cpus))
     records = [
         {"root": e.root, "input_root": e.input_root, "path": e.path, "abs_path": e.abs_path, "file_size": e.size, "file_mtime_ns": e.mtime_ns, "done_sha": state.done_shas(e.root, e.path)}
@@ -200,6 +222,8 @@ def _run_pipeline(todo, state, writer, counts, timings, log, *, schema, run_id, 
     last_log = t0
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+            if "first_result" not in marks:
+                marks["first_result"] = time.perf_counter() - t0
             status = np.asarray(batch["status"]).astype(str)
             first = (status != "ok") | (np.asarray(batch["face_index"]) == 0)
             for st in status[first]:
@@ -225,10 +249,9 @@ def _run_pipeline(todo, state, writer, counts, timings, log, *, schema, run_id, 
                 last_log = now
     except BaseException:
         # Complete images that arrived before the failure are still good: keep them.
-        try:
+        with contextlib.suppress(Exception):
             writer.maybe_commit(force=True)
-        finally:
-            raise
+        raise
     writer.close()
 
 
@@ -285,7 +308,7 @@ def _plots(output, run_id, plots, plot_samples, keypoint_names, new_rows, num_cp
     return sorted(os.path.relpath(w, output) for w in written)
 
 
-def _summary(output, plots, run_id, inputs, keypoints_model, emotion_model, kp_id, em_id, det, entries, done_unchanged, todo, counts, timings, writer, pipeline_s, total_s, plot_files) -> dict:
+def _summary(output, plots, run_id, inputs, keypoints_model, emotion_model, kp_id, em_id, det, entries, done_unchanged, todo, counts, timings, marks, writer, pipeline_s, total_s, plot_files) -> dict:
     from facepipe import plots as fplots
 
     df = read_annotations(output, latest=True, columns=["status", "num_faces", "emotion"])
@@ -317,12 +340,17 @@ def _summary(output, plots, run_id, inputs, keypoints_model, emotion_model, kp_i
             "rows_written": writer.rows_committed,
             "seconds": round(total_s, 3),
             "pipeline_seconds": round(pipeline_s, 3),
+            "first_result_seconds": round(marks.get("first_result", 0.0), 3),
             "img_s": round(annotated / pipeline_s, 2) if pipeline_s > 0 and annotated else 0.0,
             "stage_seconds": {k[2:]: round(v, 3) for k, v in timings.items()},
         },
         "dataset": {"images": int(len(images)), "faces": int((df["status"] == "ok").sum()) if len(df) else 0, "status_counts": status_counts, "faces_per_image": faces_hist, "emotion_counts": emotion_counts},
         "plots": list(plot_files),
     }
+    # Whole-dataset totals at the top level too (what a caller such as the demo shows first).
+    summary["images"] = summary["dataset"]["images"]
+    summary["faces"] = summary["dataset"]["faces"]
+    summary["status_counts"] = status_counts
     summary_plots = []
     if plots != "none" and len(df):
         out = Path(output)

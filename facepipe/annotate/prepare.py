@@ -45,6 +45,8 @@ class PrepareConfig:
     detect: bool = True
     #: Threads OpenCV may use inside one task (parallelism comes from Ray; 1 avoids oversubscription).
     cv2_threads: int = 1
+    #: Larger files are not decoded (an ``error`` row; their hash is still computed, streaming).
+    max_file_bytes: int = 512 * 1024 * 1024
 
 
 class _Rows:
@@ -140,17 +142,28 @@ def _analyse(rows: _Rows, gray: np.ndarray, base: dict, timings: dict) -> None:
 def _prepare_file(rows: _Rows, rec: dict) -> None:
     base = {k: rec[k] for k in ("root", "input_root", "path", "abs_path", "file_size", "file_mtime_ns")}
     t0 = time.perf_counter()
+    too_big = None
     try:
         with open(rec["abs_path"], "rb") as f:
-            data = f.read()
-        st = os.stat(rec["abs_path"])
-        base["file_size"], base["file_mtime_ns"] = int(st.st_size), int(st.st_mtime_ns)
+            st = os.fstat(f.fileno())
+            base["file_size"], base["file_mtime_ns"] = int(st.st_size), int(st.st_mtime_ns)
+            if st.st_size > rows.config.max_file_bytes:
+                h = hashlib.sha256()
+                while chunk := f.read(1 << 22):
+                    h.update(chunk)
+                sha, data = h.hexdigest(), b""
+                too_big = f"file too large to decode ({st.st_size} bytes > {rows.config.max_file_bytes})"
+            else:
+                data = f.read()
+                sha = hashlib.sha256(data).hexdigest()
     except OSError as e:
         rows.add(**base, status="error", error=f"cannot read file: {e.strerror or e}", t_read=time.perf_counter() - t0)
         return
-    sha = hashlib.sha256(data).hexdigest()
     base["sha256"] = sha
     t1 = time.perf_counter()
+    if too_big:
+        rows.add(**base, status="error", error=too_big, t_read=t1 - t0)
+        return
     done = rec.get("done_sha") or ""
     if done and sha in done.split(","):
         rows.add(**base, status="skipped", t_read=t1 - t0)

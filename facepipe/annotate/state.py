@@ -8,7 +8,9 @@ ids and its content hash. Reruns skip done files in two steps:
    touched or copied back unchanged), emitted as ``skipped`` and not written again.
 
 A changed file (new content) is annotated again and gets new rows; :func:`read_annotations` with
-``latest=True`` keeps, for each file, only the rows of its most recent annotation.
+``latest=True`` keeps, for each file, only the rows of its most recent annotation. Files that could
+not be read at all (``error`` rows without a hash, e.g. permission denied) are retried by every
+run, so they can have one error row per run until they become readable.
 """
 from __future__ import annotations
 
@@ -74,14 +76,15 @@ def load_state(output: str | os.PathLike, keypoints_model_id: str, emotion_model
         t.column("file_size").to_pylist(),
         t.column("file_mtime_ns").to_pylist(),
     ):
+        if not sha:  # could not be read at all (e.g. permissions): retried by every run
+            continue
         key = (root, path, sha)
         if key in seen:
             continue
         seen.add(key)
         if size is not None and mtime is not None:
             state.by_stat.add((root, path, int(size), int(mtime)))
-        if sha:
-            state.shas.setdefault((root, path), set()).add(sha)
+        state.shas.setdefault((root, path), set()).add(sha)
     state.images = len(seen)
     return state
 

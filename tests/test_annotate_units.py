@@ -1,0 +1,298 @@
+"""Annotation building blocks without Ray: decoding by content, EXIF, crops, detection, schema,
+atomic parts, and in-process ``predict``."""
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image  # matplotlib's own dependency: an encoder independent of OpenCV for test files
+
+from facepipe.annotate.crop import crop_resize, crop_to_image, image_to_crop, square_crop
+from facepipe.annotate.detect import DetectorConfig, cascade_path, detect_faces
+from facepipe.annotate.io import ImageDecodeError, decode_image, exif_orientation, list_files, sniff_format
+from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, rows_to_table
+from facepipe.annotate.writer import OutputLocked, PartWriter, output_lock
+from facepipe.data.schema import EMOTIONS, KeypointSchema
+from facepipe.data.synth import render_photos
+
+
+def _pil_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Untrained keypoint ResNet18 and a small emotion CNN (the code path does not need training)."""
+    from facepipe.annotate.demo import write_untrained_models
+
+    return write_untrained_models(tmp_path_factory.mktemp("models"), small_emotion=True)
+
+
+@pytest.fixture(scope="module")
+def face() -> np.ndarray:
+    """A 256x256 generated photo the Haar cascade finds one face in."""
+    return render_photos(1, size=256, seed=7)[0][0]
+
+
+@pytest.fixture(scope="module")
+def asym() -> np.ndarray:
+    """A small asymmetric BGR image: every flip/rotation of it is distinguishable."""
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+
+
+# --- decoding by content ----------------------------------------------------------------------
+
+
+def test_decode_modes_by_content_not_extension(face):
+    gray = face
+    rgb = Image.fromarray(gray).convert("RGB")
+    rgba = np.dstack([np.repeat(gray[:, :, None], 3, 2), np.full_like(gray, 255)])
+    rgba[:10, :10, 3] = 0  # transparent corner → white
+    cases = {
+        "L": (_pil_bytes(Image.fromarray(gray), "PNG"), "png", "gray"),
+        "RGB jpeg": (_pil_bytes(rgb, "JPEG", quality=95), "jpeg", "bgr"),
+        "RGBA": (_pil_bytes(Image.fromarray(rgba, "RGBA"), "PNG"), "png", "bgra"),
+        "LA": (_pil_bytes(Image.fromarray(gray).convert("LA"), "PNG"), "png", "bgra"),
+        "P": (_pil_bytes(rgb.convert("P", palette=Image.ADAPTIVE, colors=64), "PNG"), "png", "bgr"),
+        "16-bit gray": (cv2.imencode(".png", gray.astype(np.uint16) * 257)[1].tobytes(), "png", "gray16"),
+        "16-bit BGR": (cv2.imencode(".png", np.repeat(gray[:, :, None], 3, 2).astype(np.uint16) * 257)[1].tobytes(), "png", "bgr16"),
+        "BMP": (cv2.imencode(".bmp", gray)[1].tobytes(), "bmp", "gray"),
+        "WebP": (_pil_bytes(rgb, "WEBP", lossless=True), "webp", "bgr"),
+        "TIFF": (_pil_bytes(Image.fromarray(gray), "TIFF"), "tiff", "gray"),
+    }
+    for name, (data, fmt, mode) in cases.items():
+        assert sniff_format(data) == fmt, name
+        dec = decode_image(data)
+        assert (dec.format, dec.mode, dec.width, dec.height) == (fmt, mode, 256, 256), name
+        assert dec.image.dtype == np.uint8 and dec.gray.shape == (256, 256), name
+        max_err, mean_err = {"RGB jpeg": (40, 3), "P": (60, 4)}.get(name, (0, 0))  # lossy: JPEG, 64 colours
+        diff = np.abs(dec.gray[20:, 20:].astype(int) - gray[20:, 20:])
+        assert diff.max() <= max_err and diff.mean() <= mean_err, (name, diff.max(), diff.mean())
+    assert (decode_image(cases["RGBA"][0]).gray[:10, :10] == 255).all()  # composited over white
+
+
+def test_decode_errors_have_one_line_reasons(face):
+    jpeg = _pil_bytes(Image.fromarray(face), "JPEG")
+    png = _pil_bytes(Image.fromarray(face), "PNG")
+    bad = {
+        b"": "empty file",
+        b"hello, I am a text file pretending to be a JPEG\n": "not an image",
+        jpeg[: len(jpeg) // 2]: "truncated JPEG",
+        png[: len(png) // 2]: "png",
+    }
+    for data, expected in bad.items():
+        with pytest.raises(ImageDecodeError) as e:
+            decode_image(data)
+        assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_exif_orientation_matches_opencv(asym, fmt):
+    """Our orientation (read ourselves for JPEG/PNG/WebP, by the TIFF decoder) equals OpenCV's own
+    IMREAD_COLOR orientation handling, for all eight values."""
+    base = Image.fromarray(asym[:, :, ::-1])
+    for orientation in range(1, 9):
+        exif = base.getexif()
+        exif[0x0112] = orientation
+        kw = {"quality": 95} if fmt == "JPEG" else ({"lossless": True} if fmt == "WEBP" else {})
+        data = _pil_bytes(base, fmt, exif=exif, **kw)
+        if fmt != "TIFF":
+            assert exif_orientation(data) == orientation
+        ours = decode_image(data).image
+        theirs = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        assert ours.shape == theirs.shape, (fmt, orientation)
+        assert np.array_equal(ours, theirs), (fmt, orientation)
+        if orientation in (5, 6, 7, 8):
+            assert ours.shape[:2] == (40, 24)
+
+
+def test_list_files(tmp_path):
+    (tmp_path / "a" / "sub").mkdir(parents=True)
+    (tmp_path / "a" / ".hidden").mkdir()
+    for p in ("a/x.jpg", "a/y.png", "a/sub/z.jpg", "a/.dot.jpg", "a/.hidden/h.jpg"):
+        (tmp_path / p).write_bytes(b"x")
+    flat = [e.path for e in list_files([tmp_path / "a"])]
+    assert flat == ["x.jpg", "y.png"]
+    deep = [e.path for e in list_files([tmp_path / "a"], recursive=True, pattern="*.jpg")]
+    assert deep == ["sub/z.jpg", "x.jpg"]
+    assert len(list_files([tmp_path / "a"], recursive=True, include_hidden=True)) == 5
+    b = tmp_path / "b" / "a"
+    b.mkdir(parents=True)
+    (b / "x.jpg").write_bytes(b"y")
+    roots = {e.root for e in list_files([tmp_path / "a", b])}
+    assert roots == {"a", "a~2"}  # two inputs named alike stay distinct
+
+
+# --- crops and the one mapping back to image pixels -----------------------------------------
+
+
+def test_crop_mapping_roundtrip_and_dot():
+    sq = square_crop((50.0, 40.0, 100.0, 120.0), 0.15)
+    assert sq[2] == round(120 * 1.3)
+    pts = np.array([[[0.0, 0.0], [95.0, 95.0], [47.5, 10.25]]])
+    assert np.allclose(image_to_crop(crop_to_image(pts, np.array(sq)[None, None], 96), np.array(sq)[None, None], 96), pts)
+    # A bright dot at a known image position is found by the model-side crop where the mapping says.
+    img = np.zeros((400, 300), np.uint8)
+    x, y = 131, 177
+    cv2.circle(img, (x, y), 6, 255, -1)
+    for square in [(60, 90, 180), (-40, 100, 260), (100, 150, 48)]:  # shrink, pad outside, enlarge
+        for size in (96, 48):
+            crop = crop_resize(img, square, size)
+            m = cv2.moments(crop.astype(np.float32))
+            back = crop_to_image(np.array([m["m10"] / m["m00"], m["m01"] / m["m00"]]), square, size)
+            assert np.abs(back - [x, y]).max() < 0.6, (square, size, back)
+
+
+def test_detect_downscales_large_images(face):
+    det = DetectorConfig()
+    small, _ = detect_faces(face, det)
+    assert len(small) == 1
+    big = cv2.resize(face, (6000, 6000), interpolation=cv2.INTER_LINEAR)
+    boxes, scores = detect_faces(big, det)
+    assert len(boxes) == 1 and scores[0] > 0
+    assert np.abs(boxes[0] - small[0] * (6000 / 256)).max() < 0.04 * 6000
+    assert len(detect_faces(np.full((10, 10), 128, np.uint8), det)[0]) == 0
+    with pytest.raises(FileNotFoundError):
+        cascade_path("no_such_cascade.xml")
+    with pytest.raises(ValueError):
+        DetectorConfig(scale_factor=1.0)
+
+
+# --- schema and atomic parts ---------------------------------------------------------------------
+
+
+def _rows(keys: list[tuple[str, int, int]]) -> dict[str, np.ndarray]:
+    """Pipeline rows for (path, num_faces, face_index) triples (face_index -1: a no_face row)."""
+    n = len(keys)
+    return {
+        "root": np.array(["r"] * n, object),
+        "input_root": np.array(["/in"] * n, object),
+        "path": np.array([k[0] for k in keys], object),
+        "abs_path": np.array(["/in/" + k[0] for k in keys], object),
+        "sha256": np.array(["ab" * 32] * n, object),
+        "status": np.array(["ok" if k[2] >= 0 else "no_face" for k in keys], object),
+        "error": np.array([""] * n, object),
+        "image_format": np.array(["png"] * n, object),
+        "image_mode": np.array(["gray"] * n, object),
+        "file_size": np.full(n, 10, np.int64),
+        "file_mtime_ns": np.full(n, 5, np.int64),
+        "exif_orientation": np.ones(n, np.int16),
+        "image_width": np.full(n, 64, np.int32),
+        "image_height": np.full(n, 48, np.int32),
+        "num_faces": np.array([k[1] for k in keys], np.int32),
+        "face_index": np.array([k[2] for k in keys], np.int32),
+        "score": np.full(n, 2.5, np.float32),
+        "bbox": np.tile(np.array([1, 2, 3, 4], np.float32), (n, 1)),
+        "keypoints": np.zeros((n, 15, 2), np.float32),
+        "probs": np.full((n, 7), 1 / 7, np.float32),
+        "emotion": np.array(["Happy"] * n, object),
+    }
+
+
+def _table(schema, keys):
+    return rows_to_table(_rows(keys), schema, run_id="run1", timestamp=None, keypoints_model_id="kp", emotion_model_id="em", detector="haar")
+
+
+def test_schema_fields_and_nulls():
+    schema = build_schema(KeypointSchema.kaggle().names, list(EMOTIONS))
+    assert schema.metadata[b"facepipe.schema_version"] == str(SCHEMA_VERSION).encode()
+    names = schema.names
+    assert {"path", "sha256", "image_width", "image_height", "face_index", "bbox_x", "bbox_h", "detector_score", "emotion", "run_id", "timestamp", "status", "error"} <= set(names)
+    assert "kp_left_eye_center_x" in names and "kp_mouth_center_bottom_lip_y" in names
+    assert [n for n in names if n.startswith("prob_")] == [f"prob_{e.lower()}" for e in EMOTIONS]
+    assert all(f.metadata and f.metadata.get(b"description") for f in schema)
+    t = _table(schema, [("a.png", 1, 0), ("b.png", 0, -1)])
+    d = t.to_pylist()
+    assert d[0]["status"] == "ok" and d[0]["bbox_w"] == 3 and d[0]["emotion"] == "Happy"
+    assert d[1]["status"] == "no_face" and d[1]["face_index"] is None and d[1]["bbox_x"] is None and d[1]["emotion"] is None and d[1]["prob_happy"] is None
+
+
+def test_part_writer_commits_complete_images_atomically(tmp_path):
+    schema = build_schema(KeypointSchema.kaggle().names, list(EMOTIONS))
+    out = tmp_path / "out"
+    ds_dir = out / "annotations"
+    ds_dir.mkdir(parents=True)
+    (ds_dir / ".part-old-00000.parquet.tmp").write_bytes(b"half a file from a killed run")
+    with output_lock(out):
+        with pytest.raises(OutputLocked):
+            with output_lock(out):
+                pass
+        w = PartWriter(ds_dir, schema, "run1", part_images=2, part_seconds=1e9)
+        assert not list(ds_dir.glob(".*.tmp"))  # stale temporaries removed under the lock
+        # Image "m.png" has 3 faces whose rows arrive in two batches.
+        assert w.add(_table(schema, [("m.png", 3, 0), ("a.png", 0, -1)])) == []
+        parts = w.add(_table(schema, [("m.png", 3, 1), ("m.png", 3, 2)]))
+        assert len(parts) == 1
+        part = pq.read_table(parts[0])
+        assert sorted(part.column("path").to_pylist()) == ["a.png", "m.png", "m.png", "m.png"]
+        assert len(set(part.column("timestamp").to_pylist())) == 1
+        w.add(_table(schema, [("z.png", 2, 0)]))  # incomplete image at the end
+        with pytest.raises(RuntimeError, match="incomplete"):
+            w.close()
+    assert [p.name for p in ds_dir.glob("*.parquet")] == ["part-run1-00000.parquet"]
+    (ds_dir / ".part-run2-00000.parquet.tmp").write_bytes(b"garbage")
+    assert pads.dataset(str(ds_dir), format="parquet").to_table().num_rows == 4  # temporaries are invisible
+
+
+# --- in-process predict ---------------------------------------------------------------------------
+
+
+def test_predict_real_photo_arrays_bytes_and_crops(models, face):
+    import matplotlib.cbook
+
+    from facepipe.annotate import predict
+
+    kp_dir, em_dir = models
+    hopper = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    res = predict(hopper, kp_dir, em_dir)
+    assert res["status"] == "ok" and (res["width"], res["height"]) == (512, 600)
+    assert len(res["faces"]) == 1
+    f = res["faces"][0]
+    x, y, w, h = f["bbox"]
+    assert 100 < x < 250 and 50 < y < 200 and 150 < w < 300
+    assert f["keypoints_array"].shape == (15, 2) and set(f["keypoints"]) == set(KeypointSchema.kaggle().names)
+    assert f["emotion"] in EMOTIONS and abs(sum(f["probabilities"].values()) - 1) < 1e-4
+    assert f["score"] is not None
+    many = predict([face, _pil_bytes(Image.fromarray(face), "PNG"), np.zeros((10, 10), np.uint8), b"junk"], kp_dir, em_dir)
+    assert [r["status"] for r in many] == ["ok", "ok", "no_face", "error"]
+    np.testing.assert_allclose(many[0]["faces"][0]["keypoints_array"], many[1]["faces"][0]["keypoints_array"], atol=1e-3)
+    crops = predict([face[60:200, 50:190]], kp_dir, em_dir, detect=False)
+    assert crops[0]["status"] == "ok" and crops[0]["faces"][0]["bbox"] == (0.0, 0.0, 140.0, 140.0)
+
+
+def test_summary_json_friendly():
+    assert json.loads(json.dumps(DetectorConfig().to_dict()))["cascade"].endswith(".xml")
+    assert "haar:" in DetectorConfig().describe()
+    assert os.path.isfile(cascade_path(DetectorConfig().cascade))
+
+
+def test_prepare_stage_turns_every_failure_into_a_row(tmp_path, face):
+    from facepipe.annotate.prepare import PrepareConfig, prepare_batch
+
+    good = tmp_path / "good.png"
+    good.write_bytes(_pil_bytes(Image.fromarray(face), "PNG"))
+    big = tmp_path / "big.png"
+    big.write_bytes(good.read_bytes() + b"\0" * 100)
+    paths = [good, big, tmp_path / "vanished.png", good]
+    batch = {
+        "root": np.array(["r"] * 4, object), "input_root": np.array([str(tmp_path)] * 4, object),
+        "path": np.array([p.name for p in paths], object), "abs_path": np.array([str(p) for p in paths], object),
+        "file_size": np.full(4, -1), "file_mtime_ns": np.full(4, -1),
+        "done_sha": np.array(["", "", "", __import__("hashlib").sha256(good.read_bytes()).hexdigest()], object),
+    }
+    out = prepare_batch(batch, PrepareConfig(max_file_bytes=good.stat().st_size + 50))
+    assert list(out["status"]) == ["ok", "error", "error", "skipped"]
+    assert "too large" in out["error"][1] and len(out["sha256"][1]) == 64
+    assert "cannot read file" in out["error"][2] and out["sha256"][2] == ""
+    assert out["crop_keypoints"].shape == (4, 96, 96) and out["crop_emotion"].shape == (4, 48, 48)
+    assert out["file_size"][0] == good.stat().st_size
