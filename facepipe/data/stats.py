@@ -1,7 +1,6 @@
 """Dataset statistics for exploration and for the record kept beside a trained model."""
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 
 import numpy as np
@@ -46,15 +45,3 @@ def summarize(table: FaceTable) -> dict:
         kp = table.keypoints
         out["keypoint_mean"] = {n: [round(float(x), 2) for x in np.nanmean(kp[:, i], axis=0)] for i, n in enumerate(table.schema.names) if mask[:, i].any()}
     return out
-
-
-def fingerprint(path: str, table: FaceTable) -> dict:
-    """Identify the training data: file name, size, row count and a hash of the parsed pixels and labels."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(table.images).tobytes())
-    for key in ("label", "keypoints"):
-        if key in table.columns:
-            h.update(np.ascontiguousarray(table.columns[key]).tobytes())
-    import os
-
-    return {"file": os.path.basename(path), "bytes": os.path.getsize(path), "rows": len(table), "sha256": h.hexdigest()}
