@@ -34,7 +34,7 @@ def plain_loop(task: str, data: str, epochs: int, batch_size: int, threads: int)
     """The usual single-process loop: in-memory arrays, augment each batch, forward/backward/step."""
     from facepipe import models
     from facepipe.augment import AugmentConfig, BatchAugmenter
-    from facepipe.data import read_table
+    from facepipe.data import EMOTIONS, read_table
     from facepipe.data.ray_datasets import assign_splits
     from facepipe.tasks import get_task
 
@@ -46,7 +46,7 @@ def plain_loop(task: str, data: str, epochs: int, batch_size: int, threads: int)
     split = assign_splits(len(table), table.columns.get("usage"), 0.1, 0)
     tr = table.select(split == ("Training" if task == "emotion" else "train"))
     arch, args, size = models.DEFAULT_ARCH[task]
-    labels = list(tr.schema.names) if task == "keypoints" else list(__import__("facepipe.data", fromlist=["EMOTIONS"]).EMOTIONS)
+    labels = list(tr.schema.names) if task == "keypoints" else list(EMOTIONS)
     meta = models.make_meta(task, arch, args, size, labels, tr.images.mean() / 255, tr.images.std() / 255)
     model = models.build_model(task, arch, args, len(labels))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -322,7 +322,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                      batch_size=256, num_cpus=DATA_TASK_CPUS)
     )
     cpus, threads = default_resources(cfg.num_workers, cfg.cpus_per_worker, cfg.threads_per_worker)
-    public = {k: v for k, v in asdict(cfg).items()}
+    public = asdict(cfg)
     loop_config = {
         **public, "augment": aug, "meta": meta, "n_train": n_train, "threads_per_worker": threads,
         "clock": clock, "public_config": json.dumps(public),
