@@ -16,7 +16,8 @@ settings everywhere (``DetectorConfig()`` defaults):
   ``--batch-size``, torch default threads) times the faces per image;
 * ``img_s``: ``facepipe.annotate.annotate`` on the replicated folder (``--plots none``), timed
   around the call on an already started local Ray (``ray_init_s`` reported apart), whose workers
-  run at the same priority as this process (``RAY_worker_niceness=0``; Ray's default is 15).
+  run at the same priority as this process (``facepipe.runtime.init_ray`` sets Ray's
+  ``worker_niceness`` to 0; Ray's default is 15).
 
 Also reported: ``first_result_s`` (pipeline start to the first annotated batch: Ray Data start-up,
 worker and actor start, model loading), the stages' summed seconds inside the pipeline
@@ -229,9 +230,6 @@ def main(args: argparse.Namespace) -> dict:
         from facepipe.annotate import annotate
         from facepipe.runtime import init_ray
 
-        # Ray runs its workers at nice 15 by default; on a shared machine that would put the
-        # pipeline behind every other process while the naive loop (this process) runs at 0.
-        os.environ.setdefault("RAY_worker_niceness", "0")
         t0 = time.perf_counter()
         init_ray(num_cpus=args.num_cpus)
         ray_init_s = time.perf_counter() - t0

@@ -27,7 +27,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", default=None, metavar="CSV",
                    help="Kaggle CSV(s): FER2013 for emotion, Facial Keypoints training.csv for keypoints; with --task all give one of each (matched by header). Default: generated data")
     p.add_argument("--output", default="runs/train", help="output folder")
-    g = p.add_argument_group("optimisation (defaults per task: keypoints 12 epochs, batch 64, lr 2e-3; emotion 12, 128, 3e-3)")
+    g = p.add_argument_group("optimisation (defaults per task: keypoints 12 epochs, batch 64, lr 2e-3; emotion 16, 128, 3e-3)")
     g.add_argument("--epochs", type=int, default=None, help="epochs (default: per task)")
     g.add_argument("--batch-size", type=int, default=None, help="batch size per worker (default: per task)")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate of the OneCycle schedule (default: per task)")
@@ -36,7 +36,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--arch", default=None, help="keypoints: resnet18|resnet34|resnet50; emotion: vgg_cnn (default: resnet18 / vgg_cnn)")
     g.add_argument("--widths", type=int, nargs="+", default=None, help="emotion CNN channels per block (default: 32 64 128 256)")
     g.add_argument("--convs-per-block", type=int, default=None, help="emotion CNN convs per block (default: 2)")
-    g.add_argument("--dropout", type=float, default=None, help="emotion CNN dropout (default: 0.3)")
+    g.add_argument("--dropout", type=float, default=None, help="emotion CNN dropout before the head (default: 0.3)")
+    g.add_argument("--block-dropout", type=float, default=None, help="emotion CNN channel dropout after each block (default: 0)")
     a = p.add_argument_group("augmentation (training split only; default per task; probabilities in 0..1)")
     for f, h in [("hflip", "horizontal flip probability; keypoints swap left/right points by name"),
                  ("vflip", "vertical flip probability; off by default: faces are never upside down at inference, and a flipped face puts the eyes below the mouth"),
@@ -96,9 +97,10 @@ def build_config(args: argparse.Namespace, task: str, data: str):
                   "brightness": "brightness", "contrast": "contrast", "erase": "erase", "noise": "noise_std"}
     augment = AugmentConfig.none().to_dict() if args.no_augment else {v: getattr(args, k) for k, v in aug_fields.items() if getattr(args, k) is not None}
     arch_args = None
-    if task == "emotion" and any(v is not None for v in (args.widths, args.convs_per_block, args.dropout)):
+    if task == "emotion" and any(v is not None for v in (args.widths, args.convs_per_block, args.dropout, args.block_dropout)):
         arch_args = dict(DEFAULT_ARCH["emotion"][1])
-        for k, v in (("widths", args.widths), ("convs_per_block", args.convs_per_block), ("dropout", args.dropout)):
+        for k, v in (("widths", args.widths), ("convs_per_block", args.convs_per_block), ("dropout", args.dropout),
+                     ("block_dropout", args.block_dropout)):
             if v is not None:
                 arch_args[k] = v
     return TrainConfig(

@@ -156,12 +156,9 @@ def test_ray_job_submit_train_then_annotate(tmp_path):
         meta = json.loads((out / "keypoints" / "model" / "meta.json").read_text())
         assert meta["task"] == "keypoints" and meta["trained_epochs"] == 1
 
-        emo = tmp_path / "emo"
-        from facepipe import models
-        from facepipe.data import EMOTIONS
+        from facepipe.annotate.demo import write_untrained_models
 
-        args = {"widths": [8, 16], "convs_per_block": 1, "dropout": 0.1}
-        models.save_model_dir(emo, models.build_model("emotion", "vgg_cnn", args, 7), models.make_meta("emotion", "vgg_cnn", args, 48, list(EMOTIONS), 0.5, 0.25))
+        _, emo = write_untrained_models(tmp_path / "untrained", small_emotion=True)  # the trained keypoint model is used
         from facepipe.data.synth import write_image_folder
 
         photos = tmp_path / "photos"

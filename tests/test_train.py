@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 import torch
 
 from facepipe import models
@@ -45,6 +46,29 @@ def test_masked_mse_ignores_missing_points():
     assert (pred.grad[~mask] == 0).all() and (pred.grad[mask] != 0).all()
     # equals the plain MSE over the present coordinates only
     assert loss.item() == pytest.approx(float((target[mask] ** 2).mean()))
+
+
+def test_training_batches_are_mixed_even_from_a_sorted_file(ray_session):
+    from facepipe.train import LOCAL_SHUFFLE_ROWS, SHUFFLE_BLOCK_ROWS, shuffled_blocks
+
+    n = 4000
+    ds = shuffled_blocks(ray.data.range(n), seed=0)  # "id" 0..n-1 stands for a file's sorted rows
+    rows_per_block = [m.num_rows for b in ds.iter_internal_ref_bundles() for m in b.metadata]
+    assert sum(rows_per_block) == n and max(rows_per_block) <= SHUFFLE_BLOCK_ROWS
+
+    def first_batches(epoch_ds, epoch):
+        # as in train_loop_per_worker: the local shuffle is seeded by the epoch
+        it = epoch_ds.iter_batches(batch_size=64, local_shuffle_buffer_size=LOCAL_SHUFFLE_ROWS, local_shuffle_seed=epoch)
+        return [b["id"] for b, _ in zip(it, range(3))]
+
+    epoch = ds.randomize_block_order(seed=0)
+    a, b = first_batches(epoch, 1), first_batches(epoch, 2)
+    for batch in a:
+        # a sorted read would give 64 consecutive ids; these come from all over the file
+        assert np.ptp(batch) > n / 2 and len(set((batch // (n // 4)).tolist())) == 4
+    assert not np.array_equal(np.concatenate(a), np.concatenate(b))
+    # nothing lost or duplicated by the shuffle
+    assert sorted(r["id"] for r in ds.take_all()) == list(range(n))
 
 
 def test_two_workers_keypoints_loss_falls_and_model_dir_reloads(gen_data, tmp_path, ray_session):
