@@ -285,8 +285,9 @@ def image_stats(ds: ray.data.Dataset) -> tuple[float, float]:
 def shuffled_blocks(ds: ray.data.Dataset, seed: int) -> ray.data.Dataset:
     """Rows shuffled once (seeded) into blocks of ``SHUFFLE_BLOCK_ROWS``, materialized.
 
-    Each epoch then reads these blocks in a new order through a local shuffle buffer of
-    ``LOCAL_SHUFFLE_ROWS``, so every batch mixes rows from several random blocks even when the file
+    Each epoch then reads these blocks through a local shuffle buffer of ``LOCAL_SHUFFLE_ROWS``
+    seeded by the epoch (a seeded ``randomize_block_order`` gave the same block order every epoch
+    in the test), so every batch mixes rows from several random blocks even when the file
     is sorted (Kaggle's training.csv lists its complete rows first), without an all-to-all shuffle
     competing with training every epoch.
     """
