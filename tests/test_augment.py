@@ -303,7 +303,8 @@ def test_presets_and_overrides():
     kp = AugmentConfig.for_task("keypoints")
     emo = AugmentConfig.for_task("emotion", erase=0.25)
     assert kp.hflip == 0.5 and emo.hflip == 0.5 and emo.erase == 0.25
-    assert emo.rotate_deg == 10.0 and emo.brightness == emo.contrast == 0.2
+    assert emo.rotate_deg == 5.0 and emo.scale == 0.05 and emo.brightness == emo.contrast == 0.2
+    assert kp.rotate_deg == 10.0 and AugmentConfig.for_task("emotion", rotate_deg=12).rotate_deg == 12
     assert AugmentConfig.from_dict(emo.to_dict()) == emo
     with pytest.raises(ValueError, match="unknown task"):
         AugmentConfig.for_task("pose")
