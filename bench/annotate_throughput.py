@@ -4,7 +4,7 @@
 
 The input folder is replicated (hard links, else copies) to ``--images`` files in a temporary
 folder; models are untrained networks of the default architectures (keypoint ResNet18, emotion
-VGG-CNN 64-128-256): their cost does not depend on training. Three measurements, same detector
+VGG-CNN 32-64-128-256): their cost does not depend on training. Three measurements, same detector
 settings everywhere (``DetectorConfig()`` defaults):
 
 * ``naive_img_s``: one process, one image at a time: read, decode, detect, and each model on one
