@@ -96,13 +96,9 @@ def build_config(args: argparse.Namespace, task: str, data: str):
     aug_fields = {"hflip": "hflip", "vflip": "vflip", "rotate": "rotate_deg", "shift": "shift", "scale": "scale",
                   "brightness": "brightness", "contrast": "contrast", "erase": "erase", "noise": "noise_std"}
     augment = AugmentConfig.none().to_dict() if args.no_augment else {v: getattr(args, k) for k, v in aug_fields.items() if getattr(args, k) is not None}
-    arch_args = None
-    if task == "emotion" and any(v is not None for v in (args.widths, args.convs_per_block, args.dropout, args.block_dropout)):
-        arch_args = dict(DEFAULT_ARCH["emotion"][1])
-        for k, v in (("widths", args.widths), ("convs_per_block", args.convs_per_block), ("dropout", args.dropout),
-                     ("block_dropout", args.block_dropout)):
-            if v is not None:
-                arch_args[k] = v
+    arch_flags = {"widths": args.widths, "convs_per_block": args.convs_per_block, "dropout": args.dropout, "block_dropout": args.block_dropout}
+    given = {k: v for k, v in arch_flags.items() if v is not None} if task == "emotion" else {}
+    arch_args = {**DEFAULT_ARCH["emotion"][1], **given} if given else None
     return TrainConfig(
         task=task, data=data, output=args.output, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, arch=args.arch if args.arch else None, arch_args=arch_args, augment=augment,
