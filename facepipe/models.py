@@ -98,6 +98,31 @@ def build_model(task: str, arch: str, arch_args: dict, num_outputs: int) -> nn.M
     return model.to(memory_format=torch.channels_last)
 
 
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bf16 natively, so mixed precision pays off there.
+
+    CUDA: any GPU that supports bf16. CPU: only with AVX512-BF16 or AMX instructions; without
+    them oneDNN emulates bf16 and autocast would be slower than fp32. Measured on a 2-core Zen 5
+    (avx512_bf16): emotion CNN training 405 -> 784 img/s, keypoint ResNet18 170 -> 284 img/s.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    flags = cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of this machine (Linux ``/proc/cpuinfo``; empty elsewhere, so fp32)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((line for line in f if line.startswith("flags")), "").partition(":")[2].split())
+    except OSError:
+        return set()
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -6,6 +6,19 @@ import os
 
 import ray
 
+#: System settings of the embedded Ray (a cluster keeps its own).
+EMBEDDED_SYSTEM_CONFIG = {
+    # Ray renices its workers to 15 so the control plane stays responsive on big nodes; on a
+    # small machine that lets every wake-up of a nice-0 Ray daemon preempt a training thread
+    # mid-step and stall its OpenMP peers (measured: 144 -> 154 img/s at nice 0).
+    "worker_niceness": 0,
+    # Ray kills idle task workers above one per CPU after 1 s. Ray Data's map tasks run in bursts
+    # (backpressure pauses them for seconds), so on 2 CPUs that killed and respawned 4 worker
+    # processes a minute during training, each re-importing numpy/cv2/pyarrow: about 0.3 of
+    # the 2 cores went to process start-up. Idle workers now live for a minute.
+    "idle_worker_killing_time_threshold_ms": 60_000,
+}
+
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, progress: bool = False) -> dict:
     """Connect to Ray and return its resources.
@@ -21,11 +34,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, progress: 
             ray.init(address=address, **kwargs)
         else:
             # The dashboard serves Ray's state API, which Ray Train's clean-up polls; local only.
-            # Ray renices its workers to 15 so the control plane stays responsive on big nodes; on a
-            # small machine that lets every wake-up of a nice-0 Ray daemon preempt a training thread
-            # mid-step and stall its OpenMP peers (measured: 144 -> 154 img/s at nice 0).
             ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                     _system_config={"worker_niceness": 0}, **kwargs)
+                     _system_config=EMBEDDED_SYSTEM_CONFIG, **kwargs)
     ctx = ray.data.DataContext.get_current()
     if not progress:
         # After ray.data is imported: it configures its own loggers on import.

@@ -167,7 +167,11 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    use_amp = config["amp"] and device.type == "cuda"
+    # bf16 autocast wherever the hardware computes bf16 natively (GPUs, and CPUs with AVX512-BF16
+    # or AMX); weights, optimizer state, loss and evaluation stay fp32.
+    use_amp = config["amp"] and models.native_bf16(device)
+    if rank == 0:
+        print(f"[{config['task']}] device {device}, {'bf16 mixed precision' if use_amp else 'fp32'}", flush=True)
 
     model = models.build_model(meta["task"], meta["arch"], meta["arch_args"], len(meta.get("keypoint_names") or meta["class_names"]))
     model = ray.train.torch.prepare_model(model)

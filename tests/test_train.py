@@ -144,3 +144,14 @@ def test_train_help_documents_flags_and_rejects_bad_choices():
     assert bad.returncode == 2 and "invalid choice: 'faces'" in bad.stderr
     bad = subprocess.run([sys.executable, "jobs/train.py", "--vflip", "1.5", "--output", "/nonexistent/x"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "vflip" in bad.stderr
+
+
+def test_mixed_precision_only_where_bf16_is_native(monkeypatch):
+    # oneDNN emulates bf16 on CPUs without AVX512-BF16/AMX, where autocast would be slower than fp32.
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx2", "avx512f", "avx512bw"})
+    assert not models.native_bf16("cpu")
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert models.native_bf16("cpu")
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"amx_bf16", "amx_tile"})
+    assert models.native_bf16(torch.device("cpu"))
+    assert not models.native_bf16("meta")
