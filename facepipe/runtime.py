@@ -13,9 +13,9 @@ EMBEDDED_SYSTEM_CONFIG = {
     # mid-step and stall its OpenMP peers (measured: 144 -> 154 img/s at nice 0).
     "worker_niceness": 0,
     # Ray kills idle task workers above one per CPU after 1 s. Ray Data's map tasks run in bursts
-    # (backpressure pauses them for seconds), so on 2 CPUs that killed and respawned 4 worker
-    # processes a minute during training, each re-importing numpy/cv2/pyarrow: about 0.3 of
-    # the 2 cores went to process start-up. Idle workers now live for a minute.
+    # (backpressure pauses them for seconds), so on 2 CPUs training kept killing and respawning
+    # worker processes, each re-importing numpy/pyarrow/cv2 (13-14 distinct ones in a minute of
+    # epochs against 7 with this setting, and slower epochs: bench/worker_churn.py).
     "idle_worker_killing_time_threshold_ms": 60_000,
 }
 

@@ -38,8 +38,8 @@ LOCAL_SHUFFLE_ROWS = 4 * SHUFFLE_BLOCK_ROWS
 
 #: Per-task defaults, tuned on the real data (see RESULTS.md).
 TASK_DEFAULTS = {
-    "keypoints": {"epochs": 12, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4},
-    "emotion": {"epochs": 16, "batch_size": 128, "lr": 3e-3, "weight_decay": 5e-4},
+    "keypoints": {"epochs": 100, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4},
+    "emotion": {"epochs": 40, "batch_size": 128, "lr": 3e-3, "weight_decay": 5e-4},
 }
 
 

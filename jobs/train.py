@@ -27,7 +27,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", default=None, metavar="CSV",
                    help="Kaggle CSV(s): FER2013 for emotion, Facial Keypoints training.csv for keypoints; with --task all give one of each (matched by header). Default: generated data")
     p.add_argument("--output", default="runs/train", help="output folder")
-    g = p.add_argument_group("optimisation (defaults per task: keypoints 12 epochs, batch 64, lr 2e-3; emotion 16, 128, 3e-3)")
+    g = p.add_argument_group("optimisation (defaults per task: keypoints 100 epochs, batch 64, lr 2e-3; emotion 40, 128, 3e-3)")
     g.add_argument("--epochs", type=int, default=None, help="epochs (default: per task)")
     g.add_argument("--batch-size", type=int, default=None, help="batch size per worker (default: per task)")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate of the OneCycle schedule (default: per task)")
