@@ -130,6 +130,10 @@ def training_curves(history: list[dict], path: str | os.PathLike, metric: str | 
         ax.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
+    losses = [h[k] for h in history for k in ("train_loss", "val_loss") if h.get(k) is not None]
+    if losses and min(losses) > 0 and max(losses) / min(losses) > 20:
+        # A first epoch 50x above the rest (the keypoint MSE) flattens a linear axis to a line.
+        ax.set_yscale("log")
     ax.legend()
     ax.set_title("Loss")
     if metric:
