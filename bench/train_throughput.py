@@ -30,8 +30,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def plain_loop(task: str, data: str, epochs: int, batch_size: int, threads: int) -> float:
-    """The usual single-process loop: in-memory arrays, augment each batch, forward/backward/step."""
+def plain_loop(task: str, data: str, epochs: int, batch_size: int, threads: int, amp: bool) -> float:
+    """The usual single-process loop: in-memory arrays, augment each batch, forward/backward/step.
+
+    ``amp``: bf16 autocast, as the Train loop uses where the CPU computes bf16 natively.
+    """
     from facepipe import models
     from facepipe.augment import AugmentConfig, BatchAugmenter
     from facepipe.data import EMOTIONS, read_table
@@ -54,8 +57,6 @@ def plain_loop(task: str, data: str, epochs: int, batch_size: int, threads: int)
     flip = tr.schema.flip_permutation.tolist() if task == "keypoints" else None
     aug = BatchAugmenter(asdict(AugmentConfig.for_task(task)), flip, seed=0)
     cols = ["image", "line", *t.label_columns]
-    # The same precision as the Ray path: bf16 autocast where the CPU computes bf16 natively.
-    amp = models.native_bf16("cpu")
     rate = 0.0
     for epoch in range(epochs):
         order = np.random.default_rng(epoch).permutation(len(tr))
@@ -97,12 +98,13 @@ def main(args: argparse.Namespace) -> dict:
         data = os.path.join(tmp, "gen.csv.gz")
         (write_fer_csv if args.task == "emotion" else write_keypoints_csv)(data, args.rows, seed=0)
     threads = os.cpu_count() or 1
-    plain = plain_loop(args.task, data, args.epochs, args.batch_size, threads)
+    amp = models.native_bf16("cpu")  # the precision the Train loop picks on this CPU
+    plain = plain_loop(args.task, data, args.epochs, args.batch_size, threads, amp)
     init_ray()
     r1 = ray_run(args.task, data, args.epochs, args.batch_size, 1, tmp)
     r2 = ray_run(args.task, data, args.epochs, args.batch_size, 2, tmp)
     result = {"task": args.task, "data": os.path.basename(data), "batch_size": args.batch_size, "cores": threads,
-              "precision": "bf16" if models.native_bf16("cpu") else "fp32",
+              "precision": "bf16" if amp else "fp32",
               "plain_img_s": round(plain, 1), "ray_1w_img_s": round(r1, 1), "ray_2w_img_s": round(r2, 1),
               "ratio_best": round(max(r1, r2) / plain, 3)}
     print(json.dumps(result))
