@@ -20,9 +20,7 @@ import torch.nn as nn
 import torchvision
 
 import facepipe
-
-WEIGHTS = "weights.pt"
-META = "meta.json"
+from facepipe.model_dir import META, WEIGHTS, model_id, read_meta  # noqa: F401  (re-exported)
 
 #: Defaults per task: architecture, its arguments and input size.
 DEFAULT_ARCH = {
@@ -171,11 +169,6 @@ def make_meta(task: str, arch: str, arch_args: dict, input_size: int, labels: li
     return meta
 
 
-def model_id(meta: dict) -> str:
-    """A short stable id of a trained model (used by annotation to know what is done)."""
-    return meta.get("model_id") or f"{meta['task']}-{meta['arch']}-{meta.get('weights_sha256', 'unknown')[:12]}"
-
-
 def save_model_dir(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:
     """Write ``weights.pt`` (a plain state dict) and ``meta.json`` (with the weights' sha256)."""
     import hashlib
@@ -192,13 +185,6 @@ def save_model_dir(path: str | os.PathLike, model: nn.Module, meta: dict) -> Pat
     meta["num_parameters"] = count_parameters(model)
     (path / META).write_text(json.dumps(meta, indent=2))
     return path
-
-
-def read_meta(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not (path / META).exists():
-        raise FileNotFoundError(f"{path}: not a model directory (no {META}); train one with jobs/train.py")
-    return json.loads((path / META).read_text())
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

@@ -296,3 +296,26 @@ def test_prepare_stage_turns_every_failure_into_a_row(tmp_path, face):
     assert "cannot read file" in out["error"][2] and out["sha256"][2] == ""
     assert out["crop_keypoints"].shape == (4, 96, 96) and out["crop_emotion"].shape == (4, 48, 48)
     assert out["file_size"][0] == good.stat().st_size
+
+
+def test_annotation_driver_reads_model_dirs_without_importing_torch(tmp_path):
+    """The driver only plans the run; torch + torchvision (~3 s to import on 2 cores) belong in the
+    inference actors. Checked in a fresh interpreter, since this test process has torch loaded."""
+    import subprocess
+    import sys
+
+    for task in ("keypoints", "emotion"):
+        d = tmp_path / task
+        d.mkdir()
+        (d / "meta.json").write_text(json.dumps({"task": task, "arch": "x", "weights_sha256": "ab" * 32}))
+        (d / "weights.pt").write_bytes(b"")
+    code = (
+        "import sys\n"
+        "import facepipe.annotate.job\n"
+        "from facepipe.annotate.infer import load_models_meta\n"
+        "from facepipe.model_dir import model_id\n"
+        f"kp, em = load_models_meta({str(tmp_path / 'keypoints')!r}, {str(tmp_path / 'emotion')!r})\n"
+        "print(model_id(kp), model_id(em), 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.split() == ["keypoints-x-" + "ab" * 6, "emotion-x-" + "ab" * 6, "False"]

@@ -34,7 +34,7 @@ def resolve_device(device: str = "auto") -> str:
 
 def load_models_meta(keypoints_model: str | os.PathLike, emotion_model: str | os.PathLike) -> tuple[dict, dict]:
     """Both ``meta.json`` files, checked to be the right tasks (fails fast, before Ray starts)."""
-    from facepipe.models import read_meta
+    from facepipe.model_dir import read_meta
 
     metas = []
     for path, task in ((keypoints_model, "keypoints"), (emotion_model, "emotion")):
