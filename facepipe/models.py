@@ -181,7 +181,8 @@ def save_model_dir(path: str | os.PathLike, model: nn.Module, meta: dict) -> Pat
     os.replace(tmp, path / WEIGHTS)
     meta = dict(meta)
     meta["weights_sha256"] = hashlib.sha256((path / WEIGHTS).read_bytes()).hexdigest()
-    meta["model_id"] = f"{meta['task']}-{meta['arch']}-{meta['weights_sha256'][:12]}"
+    meta.pop("model_id", None)  # derived from the new weights by the one formula annotation also reads
+    meta["model_id"] = model_id(meta)
     meta["num_parameters"] = count_parameters(model)
     (path / META).write_text(json.dumps(meta, indent=2))
     return path
