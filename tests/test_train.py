@@ -71,6 +71,26 @@ def test_training_batches_are_mixed_even_from_a_sorted_file(ray_session):
     assert sorted(r["id"] for r in ds.take_all()) == list(range(n))
 
 
+def test_augmentation_stage_is_not_held_by_the_resource_budget_and_loses_no_rows(ray_session):
+    from ray.data._internal.execution.backpressure_policy import ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY as KEY
+
+    from facepipe.train import without_resource_budget_backpressure
+
+    ds = ray.data.range(3000, override_num_blocks=12).map_batches(lambda b: {"id": b["id"] * 2}, batch_size=100)
+    without_resource_budget_backpressure(ds)
+    names = [p.__name__ for p in ds.context.get_config(KEY)]
+    assert "ResourceBudgetBackpressurePolicy" not in names
+    assert {"ConcurrencyCapBackpressurePolicy", "DownstreamCapacityBackpressurePolicy"} <= set(names)
+    # only this dataset's context changes; datasets made afterwards keep Ray's defaults
+    assert ray.data.DataContext.get_current().get_config(KEY, None) is None
+    # a split consumed by two readers, as Train workers read it: every row exactly once
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # split readers must read side by side
+        parts = list(pool.map(lambda it: [r["id"] for r in it.iter_rows()], ds.streaming_split(2, equal=True)))
+    assert sorted(parts[0] + parts[1]) == [2 * i for i in range(3000)]
+
+
 def test_two_workers_keypoints_loss_falls_and_model_dir_reloads(gen_data, tmp_path, ray_session):
     from facepipe.train import train
 
