@@ -182,7 +182,7 @@ def train_loop_per_worker(config: dict) -> None:
         first = next(it, None)
         return it if first is None else itertools.chain([first], it)
 
-    last_epoch = min(config["epochs"], config.get("stop_after_epoch") or config["epochs"])
+    last_epoch = min(config["epochs"], config.get("stop_after_epoch") or config["epochs"])  # of this invocation
     # The next epoch's stream starts while this one validates and checkpoints: starting it is
     # mostly waiting (coordinator round trips, the first augmentation task), ~0.1-0.2 s per epoch.
     prefetch = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="next-epoch")
@@ -254,7 +254,7 @@ def train_loop_per_worker(config: dict) -> None:
                 )
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(entry, checkpoint=ckpt)
-        if config.get("stop_after_epoch") and epoch >= config["stop_after_epoch"]:
+        if epoch >= last_epoch:  # stop_after_epoch ends this invocation early
             break
     prefetch.shutdown()
 
