@@ -31,19 +31,50 @@ DEFAULT_ARCH = {
     "emotion": ("vgg_cnn", {"widths": [32, 64, 128, 256], "convs_per_block": 2, "dropout": 0.3, "block_dropout": 0.0}, 48),
 }
 RESNETS = ("resnet18", "resnet34", "resnet50")
+#: Block type and blocks per stage of each ResNet depth (as torchvision's factories build them).
+_RESNET_LAYOUT = {
+    "resnet18": (torchvision.models.resnet.BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (torchvision.models.resnet.BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (torchvision.models.resnet.Bottleneck, [3, 4, 6, 3]),
+}
+
+
+class _WidthResNet(torchvision.models.ResNet):
+    """torchvision's ResNet with every stage's width scaled by ``width / 64`` (same blocks, same layout)."""
+
+    def __init__(self, block, layers: list[int], width: int, num_classes: int):
+        self._width = width
+        super().__init__(block, layers, num_classes=num_classes)
+        self.bn1 = nn.BatchNorm2d(width)
+        nn.init.ones_(self.bn1.weight)
+        nn.init.zeros_(self.bn1.bias)
+
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+        if planes == 64:  # the first stage: its input is the stem's ``width`` channels
+            self.inplanes = self._width
+        return super()._make_layer(block, planes * self._width // 64, blocks, stride, dilate)
 
 
 class KeypointResNet(nn.Module):
-    """torchvision ResNet with a 1-channel stem and a regression head for ``num_points`` (x, y)."""
+    """torchvision ResNet with a 1-channel stem and a regression head for ``num_points`` (x, y).
 
-    def __init__(self, num_points: int, depth: str = "resnet18", dropout: float = 0.0):
+    ``width`` is the first stage's channel count (64 in the standard ResNet; the later stages
+    double it): 24 or 32 keep a ResNet18 within a few MB for shipping inside the package.
+    """
+
+    def __init__(self, num_points: int, depth: str = "resnet18", dropout: float = 0.0, width: int = 64):
         super().__init__()
         if depth not in RESNETS:
             raise ValueError(f"unknown ResNet {depth!r}; choose one of {RESNETS}")
-        net = getattr(torchvision.models, depth)(weights=None, num_classes=2 * num_points)
+        if width < 8 or width % 8:
+            raise ValueError(f"width must be a multiple of 8 (>= 8), got {width}")
+        if width == 64:
+            net = getattr(torchvision.models, depth)(weights=None, num_classes=2 * num_points)
+        else:
+            net = _WidthResNet(*_RESNET_LAYOUT[depth], width, 2 * num_points)
         # Keep the standard stride-2 stem: a stride-1 stem is ~17x slower on CPU for little gain.
-        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        in_features = net.fc.in_features
+        net.conv1 = nn.Conv2d(1, width, kernel_size=7, stride=2, padding=3, bias=False)
+        in_features = net.fc.in_features if width == 64 else 8 * width * (4 if depth == "resnet50" else 1)
         net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, 2 * num_points)) if dropout else nn.Linear(in_features, 2 * num_points)
         self.net = net
         self.num_points = num_points
@@ -169,13 +200,20 @@ def make_meta(task: str, arch: str, arch_args: dict, input_size: int, labels: li
     return meta
 
 
-def save_model_dir(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:
-    """Write ``weights.pt`` (a plain state dict) and ``meta.json`` (with the weights' sha256)."""
+def save_model_dir(path: str | os.PathLike, model: nn.Module, meta: dict, dtype: torch.dtype | None = None) -> Path:
+    """Write ``weights.pt`` (a plain state dict) and ``meta.json`` (with the weights' sha256).
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating-point tensors in that type, halving the file
+    for shipping; :func:`load_model` loads them back into the fp32 network.
+    """
     import hashlib
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        meta = {**meta, "weights_dtype": str(dtype).replace("torch.", "")}
     tmp = path / (WEIGHTS + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path / WEIGHTS)
