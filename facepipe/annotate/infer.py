@@ -17,9 +17,9 @@ import numpy as np
 
 from facepipe.annotate.crop import crop_to_image
 from facepipe.annotate.detect import DetectorConfig
-from facepipe.annotate.prepare import DEFAULT_MARGIN, PrepareConfig, prepare_items
+from facepipe.annotate.prepare import DEFAULT_MARGIN, PrepareConfig, model_margins, prepare_items
 
-__all__ = ["Annotator", "predict", "resolve_device", "load_models_meta"]
+__all__ = ["Annotator", "predict", "resolve_device", "load_models_meta", "default_model"]
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -30,6 +30,18 @@ def resolve_device(device: str = "auto") -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but torch sees no GPU")
     return device
+
+
+def default_model(task: str, path: str | os.PathLike | None) -> str | os.PathLike:
+    """``path``, or the model shipped in the package for ``task`` when ``path`` is None."""
+    if path is not None:
+        return path
+    from facepipe.model_dir import shipped_model
+
+    shipped = shipped_model(task)
+    if shipped is None:
+        raise FileNotFoundError(f"no {task} model given and this installation ships none: pass a model directory")
+    return shipped
 
 
 def load_models_meta(keypoints_model: str | os.PathLike, emotion_model: str | os.PathLike) -> tuple[dict, dict]:
@@ -84,6 +96,10 @@ class Annotator:
     @property
     def crop_sizes(self) -> tuple[tuple[str, int], ...]:
         return (("keypoints", self.kp_size), ("emotion", self.em_size))
+
+    @property
+    def crop_margins(self) -> tuple[tuple[str, float], ...]:
+        return model_margins({"keypoints": self.kp_meta, "emotion": self.em_meta})
 
     def _forward(self, model, meta, crops: np.ndarray) -> np.ndarray:
         import torch
@@ -159,7 +175,8 @@ def predict(
 
     ``images``: one item or a list of items; an item is a file path, encoded image bytes, or a
     decoded array (OpenCV layout: gray / BGR / BGRA, 8 or 16 bit). Models are model directories
-    (loaded once per process and cached) or a ready ``annotator``. With ``detect=False`` each image
+    (loaded once per process and cached) or a ready ``annotator``; without ``keypoints_model``
+    the keypoint model shipped in the package is used. With ``detect=False`` each image
     is taken as one face crop (like the Kaggle / FER2013 images) instead of running the detector.
 
     Returns one dict per item (a single dict for a single item)::
@@ -173,12 +190,14 @@ def predict(
     the Ray job (:func:`.prepare.prepare_items` and :class:`Annotator`), so results are identical.
     """
     if annotator is None:
-        if keypoints_model is None or emotion_model is None:
-            raise ValueError("predict needs keypoints_model and emotion_model directories (or an annotator)")
+        keypoints_model = default_model("keypoints", keypoints_model)
+        if emotion_model is None:
+            raise ValueError("predict needs an emotion_model directory (or an annotator)")
         annotator = _cached_annotator(str(Path(keypoints_model).resolve()), str(Path(emotion_model).resolve()), device, int(batch_size))
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
-    config = PrepareConfig(detector=DetectorConfig.from_any(detector), margin=margin, crop_sizes=annotator.crop_sizes, detect=detect, cv2_threads=0)
+    config = PrepareConfig(detector=DetectorConfig.from_any(detector), margin=margin, crop_sizes=annotator.crop_sizes,
+                           crop_margins=annotator.crop_margins, detect=detect, cv2_threads=0)
     rows = annotator(prepare_items(items, config))
     # prepare_items emits, item by item in order, one row per face or one status row.
     results: list[dict] = []

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.annotate.detect import DetectorConfig, cascade_path
-from facepipe.annotate.infer import Annotator, load_models_meta
+from facepipe.annotate.infer import Annotator, default_model, load_models_meta
 from facepipe.annotate.io import list_files
-from facepipe.annotate.prepare import DEFAULT_MARGIN, PrepareConfig, prepare_batch
+from facepipe.annotate.prepare import DEFAULT_MARGIN, PrepareConfig, model_margins, prepare_batch
 from facepipe.annotate.render import render_batch
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, keypoint_columns, rows_to_table
 from facepipe.annotate.state import load_state, read_annotations, read_table
@@ -90,7 +90,7 @@ def _validate(inputs, output, keypoints_model, emotion_model, detector, plots, b
 def annotate(
     inputs: str | os.PathLike | list[str | os.PathLike],
     output: str | os.PathLike,
-    keypoints_model: str | os.PathLike,
+    keypoints_model: str | os.PathLike | None,
     emotion_model: str | os.PathLike,
     *,
     recursive: bool = False,
@@ -126,6 +126,10 @@ def annotate(
     output = Path(output)
     if prepare_num_cpus <= 0 or infer_num_cpus <= 0 or (num_cpus is not None and num_cpus < 1):
         raise AnnotateError("prepare_num_cpus and infer_num_cpus must be > 0 and num_cpus >= 1")
+    try:
+        keypoints_model = default_model("keypoints", keypoints_model)
+    except FileNotFoundError as e:
+        raise AnnotateError(str(e)) from None
     kp_meta, em_meta, det = _validate(inputs, output, keypoints_model, emotion_model, detector, plots, batch_size, concurrency, plot_samples, files_per_task, margin)
     from facepipe.model_dir import model_id
 
@@ -151,7 +155,8 @@ def annotate(
             _run_pipeline(
                 todo, state, writer, counts, timings, marks, log,
                 schema=schema, run_id=run_id, kp_id=kp_id, em_id=em_id, det=det,
-                prep=PrepareConfig(detector=det, margin=margin, crop_sizes=(("keypoints", int(kp_meta["input_size"])), ("emotion", int(em_meta["input_size"])))),
+                prep=PrepareConfig(detector=det, margin=margin, crop_sizes=(("keypoints", int(kp_meta["input_size"])), ("emotion", int(em_meta["input_size"]))),
+                                   crop_margins=model_margins({"keypoints": kp_meta, "emotion": em_meta})),
                 keypoints_model=str(Path(keypoints_model).resolve()), emotion_model=str(Path(emotion_model).resolve()),
                 batch_size=batch_size, concurrency=concurrency, files_per_task=files_per_task, device=device,
                 num_cpus=num_cpus, prepare_num_cpus=prepare_num_cpus, infer_num_cpus=infer_num_cpus,

@@ -26,7 +26,7 @@ from facepipe.annotate.crop import crop_resize, square_crop
 from facepipe.annotate.detect import DetectorConfig, detect_faces
 from facepipe.annotate.io import ImageDecodeError, decode_image, to_uint8
 
-__all__ = ["DEFAULT_MARGIN", "PrepareConfig", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
+__all__ = ["DEFAULT_MARGIN", "PrepareConfig", "model_margins", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
 
 #: Fraction of the face box's longer side added on each edge of the square crop.
 DEFAULT_MARGIN = 0.15
@@ -41,6 +41,9 @@ class PrepareConfig:
     margin: float = DEFAULT_MARGIN
     #: Model input size per task, e.g. ``{"keypoints": 96, "emotion": 48}`` (from meta.json).
     crop_sizes: tuple[tuple[str, int], ...] = (("keypoints", 96), ("emotion", 48))
+    #: The margin a model was trained with, per task (meta.json ``framing``; see
+    #: :func:`model_margins`): it wins over ``margin``, which serves models without one.
+    crop_margins: tuple[tuple[str, float], ...] = ()
     #: False: every image is one face already (a crop), no detection.
     detect: bool = True
     #: Threads OpenCV may use inside one task (parallelism comes from Ray; 1 avoids oversubscription).
@@ -96,6 +99,11 @@ class _Rows:
         return out
 
 
+def model_margins(metas: dict[str, dict]) -> tuple[tuple[str, float], ...]:
+    """``(task, margin)`` for each model whose ``meta.json`` records the framing it was trained on."""
+    return tuple((t, float(m["framing"]["margin"])) for t, m in metas.items() if "margin" in (m.get("framing") or {}))
+
+
 def _error_message(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
     text = msg[-1] if msg else ""
@@ -111,15 +119,17 @@ def _analyse(rows: _Rows, gray: np.ndarray, base: dict, timings: dict) -> None:
     h, w = gray.shape[:2]
     if cfg.detect:
         boxes, scores = detect_faces(gray, cfg.detector)
-        margin = cfg.margin
+        margins = {t: dict(cfg.crop_margins).get(t, cfg.margin) for t, _ in cfg.crop_sizes}
     else:
         boxes, scores = np.array([[0, 0, w, h]], np.float32), np.array([np.nan], np.float32)
-        margin = 0.0
+        margins = {t: 0.0 for t, _ in cfg.crop_sizes}
     t1 = time.perf_counter()
     faces = []
     for box in boxes:
-        sq = square_crop(box, margin)
-        faces.append((box, sq, {t: crop_resize(gray, sq, size) for t, size in cfg.crop_sizes}))
+        squares = {t: square_crop(box, margins[t]) for t, _ in cfg.crop_sizes}
+        # The row's square maps keypoint outputs back to the image, so it is the keypoint crop's.
+        sq = squares.get("keypoints", next(iter(squares.values())))
+        faces.append((box, sq, {t: crop_resize(gray, squares[t], size) for t, size in cfg.crop_sizes}))
     t2 = time.perf_counter()
     timings = dict(timings, t_detect=t1 - t0, t_crop=t2 - t1)
     if not faces:
