@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from facepipe import models, plots
-from facepipe.data.kaggle import FER, read_table
+from facepipe.data.kaggle import FER, PHOTO_POINTS, FaceTable, detect_format, read_table
 from facepipe.data.ray_datasets import FER_VAL, assign_splits
 from facepipe.tasks import get_task
 
@@ -79,18 +79,69 @@ def select_split(table, meta: dict, split: str | None) -> tuple[np.ndarray, str]
     return mask, split
 
 
+def photo_split(data: str | os.PathLike, images: str | os.PathLike | None, meta: dict, split: str | None,
+                skip_bad_rows: bool = False) -> tuple[FaceTable, str, dict]:
+    """Crops of a photo-labels CSV's ``split`` (default ``val``: the person split training made),
+    framed as annotation frames them (detector box, or the box from the labels where it found none).
+
+    Returns the crops as a table (``image``, ``keypoints``, ``mask``, ``line``), the split's name,
+    and ``extra``: points in image pixels, crop squares and how each face was framed.
+    """
+    from facepipe.data.photos import BoxModel, crop_photos, detect_batch, read_photo_rows
+
+    cfg = meta.get("train_config", {})
+    framing = meta.get("framing") or {}
+    rows = read_photo_rows(data, images, skip_bad_rows=skip_bad_rows, val_fraction=cfg.get("val_fraction", 0.1),
+                           seed=cfg.get("seed", 0), image_size=meta["input_size"])
+    split = split or "val"
+    if split != "all":
+        rows = rows.select(rows.split == split)
+    if not len(rows):
+        raise ValueError(f"{data}: split {split!r} has no rows")
+    found = detect_batch({"line": rows.line, "abs_path": rows.abs_path, "points": rows.points}, framing.get("detector_config"))
+    bad = found["error"] != ""
+    if bad.any() and not skip_bad_rows:
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{data}, line {rows.line[i]}: {found['error'][i].split('|', 1)[1]}")
+    found = {k: v[~bad] for k, v in found.items()}
+    missed = ~np.isfinite(found["det_box"]).all(1)
+    box = found["det_box"].astype(np.float64)
+    if missed.any():
+        if "box_from_points" not in framing:
+            raise ValueError(f"{data}: {int(missed.sum())} photos without a detected face and no box_from_points in the model's meta.json")
+        box[missed] = BoxModel(**framing["box_from_points"]).boxes(found["points"][missed])
+    crops = crop_photos({**found, "box": box}, {"margin": framing.get("margin", 0.15)}, meta["input_size"])
+    table = FaceTable(str(data), detect_format(data), {"image": crops["image"], "keypoints": crops["keypoints"], "mask": crops["mask"],
+                                                     "line": found["line"]}, rows.skipped, rows.raw.blank_lines)
+    extra = {"points": np.asarray(found["points"], np.float64), "square": crops["square"], "detected": int((~missed).sum()),
+             "framed_from_labels": int(missed.sum()), "bad_photos": int(bad.sum())}
+    return table, split, extra
+
+
 def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, output: str | os.PathLike, split: str | None = None,
-             tta: bool = True, skip_bad_rows: bool = False, batch_size: int = 256, samples: int = 24) -> dict:
-    """Evaluate a saved model on ``split`` of ``data``; write metrics, report files and plots to ``output``."""
+             tta: bool = True, skip_bad_rows: bool = False, batch_size: int = 256, samples: int = 24,
+             images: str | os.PathLike | None = None) -> dict:
+    """Evaluate a saved model on ``split`` of ``data``; write metrics, report files and plots to ``output``.
+
+    ``data`` may be photo labels (``images``: their folder): keypoints are then also measured in
+    image pixels as NME (mean point distance / distance between the eye centres).
+    """
     t0 = time.perf_counter()
     model, meta = models.load_model(model_dir)
-    table = read_table(data, skip_bad_rows=skip_bad_rows)
-    if table.format.task != meta["task"] or not table.format.has_labels:
-        raise ValueError(f"{data}: a {table.format.name} file cannot evaluate a {meta['task']} model")
-    if table.format.image_size != meta["input_size"]:
-        raise ValueError(f"{data}: images are {table.format.image_size} px, the model expects {meta['input_size']} px")
-    mask, split_name = select_split(table, meta, split)
-    sub = table.select(mask)
+    photo = None
+    if detect_format(data).name == PHOTO_POINTS:
+        if meta["task"] != "keypoints":
+            raise ValueError(f"{data}: photo labels cannot evaluate a {meta['task']} model")
+        sub, split_name, photo = photo_split(data, images, meta, split, skip_bad_rows)
+        table = sub
+    else:
+        table = read_table(data, skip_bad_rows=skip_bad_rows)
+        if table.format.task != meta["task"] or not table.format.has_labels:
+            raise ValueError(f"{data}: a {table.format.name} file cannot evaluate a {meta['task']} model")
+        if table.format.image_size != meta["input_size"]:
+            raise ValueError(f"{data}: images are {table.format.image_size} px, the model expects {meta['input_size']} px")
+        mask, split_name = select_split(table, meta, split)
+        sub = table.select(mask)
     pred = models.predict_images(model, meta, sub.images, batch_size=batch_size, tta=tta)
     task = get_task(meta["task"])
     out = Path(output)
@@ -109,6 +160,17 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, output: str 
         plots.image_grid(sub.images[show], out / "keypoint_predictions.png", keypoints=pred[show], true_keypoints=sub.keypoints[show],
                          suptitle=f"predicted (red x) vs true (green) — RMSE {res['rmse_px']:.2f} px")
         headline = f"RMSE {res['rmse_px']:.3f} px"
+        if photo is not None:
+            from facepipe.annotate.crop import crop_to_image
+            from facepipe.data.photos import nme
+
+            face_nme, point_nme = nme(crop_to_image(pred, photo["square"][:, None, :], meta["input_size"]), photo["points"], meta["keypoint_names"])
+            metrics.update({
+                "nme_mean": float(np.mean(face_nme)), "nme_median": float(np.median(face_nme)), "failure_rate": float(np.mean(face_nme > 0.10)),
+                "per_keypoint_nme": {k: float(v) for k, v in zip(meta["keypoint_names"], np.nanmean(point_nme, axis=0))},
+                "faces": {k: photo[k] for k in ("detected", "framed_from_labels", "bad_photos")},
+            })
+            headline += f", NME {metrics['nme_mean']:.4f} in image pixels"
     else:
         classes = meta["class_names"]
         batch = {"label": torch.as_tensor(sub.labels)}

@@ -29,7 +29,7 @@ import torch
 from facepipe import models
 from facepipe.augment import AugmentConfig
 from facepipe.data.kaggle import FER
-from facepipe.data.ray_datasets import DATA_TASK_CPUS, FER_TRAIN, FER_VAL, EpochClock, augment_train_batch, load_splits
+from facepipe.data.ray_datasets import DATA_TASK_CPUS, FER_TRAIN, FER_VAL, PHOTO_COLUMNS, EpochClock, augment_train_batch, load_splits
 from facepipe.data.schema import EMOTIONS, KeypointSchema
 from facepipe.tasks import add_sums, get_task
 
@@ -79,6 +79,12 @@ class TrainConfig:
     max_failures: int = 0
     stop_after_epoch: int | None = None  # stop this invocation early (simulates an interruption)
     label_smoothing: float = 0.1
+    #: Photo sources: the folder the CSV's image names are relative to (default: the CSV's folder).
+    images: str | None = None
+    #: Photo sources: crop margin around the detector's box (default: annotation's).
+    margin: float | None = None
+    #: Store the exported weights in this floating-point type (e.g. "float16" to ship them).
+    weights_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASK_DEFAULTS:
@@ -98,6 +104,8 @@ class TrainConfig:
         if "://" not in self.storage_path:
             self.storage_path = str(Path(self.storage_path).resolve())
         AugmentConfig.from_dict({**asdict(AugmentConfig.for_task(self.task)), **self.augment})  # validate early
+        if self.weights_dtype is not None and self.weights_dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"weights_dtype must be float32, float16 or bfloat16, got {self.weights_dtype!r}")
 
 
 @dataclass
@@ -157,7 +165,7 @@ def train_loop_per_worker(config: dict) -> None:
     total_steps = config["epochs"] * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config["lr"], total_steps=total_steps + world, pct_start=0.25)
 
-    start_epoch, history = 1, []
+    start_epoch, history, best = 1, [], None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
@@ -165,7 +173,7 @@ def train_loop_per_worker(config: dict) -> None:
         models.unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        start_epoch, history = state["epoch"] + 1, list(state["history"])
+        start_epoch, history, best = state["epoch"] + 1, list(state["history"]), state.get("best")
         if rank == 0:
             print(f"[{config['task']}] resumed from checkpoint of epoch {state['epoch']}", flush=True)
 
@@ -240,6 +248,11 @@ def train_loop_per_worker(config: dict) -> None:
         if "accuracy" in val:
             entry["val_accuracy"] = val["accuracy"]
         history.append(entry)
+        value = entry.get(task.primary_metric)
+        if rank == 0 and value is not None and (best is None or (value > best["value"] if task.higher_is_better else value < best["value"])):
+            # The exported model is the best epoch by the validation metric (timm's habit), kept
+            # in the checkpoint so a resumed run still knows it.
+            best = {"epoch": epoch, "value": value, "model": {k: v.detach().cpu().clone() for k, v in models.unwrap(model).state_dict().items()}}
         if rank == 0:
             shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items() if k != "epoch")
             print(f"[{config['task']}] epoch {epoch}/{config['epochs']} {shown}", flush=True)
@@ -249,7 +262,7 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 torch.save(
                     {"model": models.unwrap(model).state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "epoch": epoch, "history": history, "config": config["public_config"]},
+                     "epoch": epoch, "history": history, "config": config["public_config"], "best": best},
                     Path(tmp) / STATE,
                 )
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
@@ -278,6 +291,15 @@ def image_stats(ds: ray.data.Dataset) -> tuple[float, float]:
         s, ss, n = s + x.sum(), ss + (x * x).sum(), n + x.size
     mean = s / n
     return mean, math.sqrt(max(ss / n - mean * mean, 1e-12))
+
+
+def mean_shape(ds: ray.data.Dataset) -> list[list[float]]:
+    """The mean of each keypoint over a dataset, in input pixels (``[K][2]``; the box-only baseline)."""
+    s = n = 0.0
+    for b in ds.select_columns(["keypoints"]).iter_batches(batch_size=4096, batch_format="numpy"):
+        kp = np.asarray(b["keypoints"], np.float64)
+        s, n = s + np.nansum(kp, axis=0), n + np.isfinite(kp).sum(axis=0)
+    return np.round(s / np.maximum(n, 1), 3).tolist()
 
 
 def shuffled_blocks(ds: ray.data.Dataset, seed: int) -> ray.data.Dataset:
@@ -344,8 +366,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise FileExistsError(f"run {run_dir} exists: pass --resume to continue it, or choose another --name/--output")
 
     t0 = time.perf_counter()
-    splits = load_splits(cfg.data, skip_bad_rows=cfg.skip_bad_rows, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    splits = load_splits(cfg.data, skip_bad_rows=cfg.skip_bad_rows, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                         images=cfg.images, margin=cfg.margin)
     fmt = splits.format
+    photo = splits.photo_info
     if fmt.task != cfg.task or not fmt.has_labels:
         raise ValueError(f"{cfg.data}: a {fmt.name} file cannot train the {cfg.task} task")
     train_split = cfg.train_split or (FER_TRAIN if fmt.name == FER else "train")
@@ -354,23 +378,38 @@ def train(cfg: TrainConfig) -> TrainResult:
     n_train, n_val = splits.counts[train_split], splits.counts[val_split]
     skipped = f", {len(splits.skipped)} bad rows skipped" if splits.skipped else ""
     print(f"[{cfg.task}] data: {n_train} train / {n_val} val rows from {cfg.data}{skipped} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    if photo:
+        f = photo["faces"]
+        print(f"[{cfg.task}] faces framed by the detector: train {f['train']['detected']}/{f['train']['photos']}, val "
+              f"{f['val']['detected']}/{f['val']['photos']}; framed from the labels: no face found "
+              f"{f['train']['no_face'] + f['val']['no_face']}, only other faces {f['train']['wrong_face'] + f['val']['wrong_face']}; "
+              f"box noise {json.dumps({k: round(v, 3) for k, v in photo['framing'].items()})}", flush=True)
 
     mean, std = image_stats(train_ds)
     labels = list(fmt.schema.names) if cfg.task == "keypoints" else list(EMOTIONS)
     size = fmt.image_size
     meta = models.make_meta(cfg.task, cfg.arch, cfg.arch_args, size, labels, mean, std)
+    if cfg.task == "keypoints":
+        meta["mean_shape"] = mean_shape(train_ds)
+    if photo:
+        # Annotation crops this model's input with exactly this framing (facepipe.annotate.prepare).
+        meta["framing"] = {"margin": photo["framing"]["margin"], "detector": photo["detector_description"], "detector_config": photo["detector"],
+                           "box_noise": photo["framing"], "box_from_points": photo["box_model"]}
 
     columns = ["image", "line", *task.label_columns]
-    aug = {**asdict(AugmentConfig.for_task(cfg.task)), **cfg.augment}
+    train_columns = list(PHOTO_COLUMNS) if photo else columns
+    # Photo sources draw shift and zoom from the detector's measured box noise instead.
+    aug = {**asdict(AugmentConfig.for_task(cfg.task, **({"shift": 0.0, "scale": 0.0} if photo else {}))), **cfg.augment}
     flip = KeypointSchema.from_names(labels).flip_permutation.tolist() if cfg.task == "keypoints" and aug["hflip"] > 0 else None
     # Prepared here, while every CPU is free: only the fractional-CPU augmentation tasks below
     # have to share the machine with the Train workers.
-    train_ds = shuffled_blocks(train_ds.select_columns(columns, num_cpus=DATA_TASK_CPUS), cfg.seed)
+    train_ds = shuffled_blocks(train_ds.select_columns(train_columns, num_cpus=DATA_TASK_CPUS), cfg.seed)
     val_ds = val_ds.select_columns(columns, num_cpus=DATA_TASK_CPUS).materialize()
     clock = EpochClock.remote()
     train_aug = (
         train_ds.randomize_block_order(seed=cfg.seed)
-        .map_batches(augment_train_batch, fn_kwargs={"config": aug, "flip_permutation": flip, "seed": cfg.seed, "clock": clock},
+        .map_batches(augment_train_batch, fn_kwargs={"config": aug, "flip_permutation": flip, "seed": cfg.seed, "clock": clock,
+                                                     **({"framing": photo["framing"], "size": size} if photo else {})},
                      batch_size=AUGMENT_BATCH_ROWS, num_cpus=DATA_TASK_CPUS)
     )
     without_resource_budget_backpressure(train_aug)
@@ -404,24 +443,29 @@ def train(cfg: TrainConfig) -> TrainResult:
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
     model = models.build_model(cfg.task, cfg.arch, cfg.arch_args, len(labels))
-    model.load_state_dict(state["model"])
     history = list(state["history"])
-    last = history[-1]
+    best = state.get("best") or {"epoch": state["epoch"], "model": state["model"]}
+    model.load_state_dict(best["model"])
+    chosen = next(h for h in history if h["epoch"] == best["epoch"])
     meta.update({
         "trained_epochs": state["epoch"],
+        "best_epoch": best["epoch"],
         "train_config": public,
         "augment": aug,
         "data": {"file": os.path.basename(cfg.data), "bytes": os.path.getsize(cfg.data), "sha256": file_sha256(cfg.data),
                  "format": fmt.name, "train_split": train_split, "val_split": val_split, "train_rows": n_train,
-                 "val_rows": n_val, "skipped_rows": len(splits.skipped)},
-        "metrics": {k: v for k, v in last.items() if k.startswith("val_")},
+                 "val_rows": n_val, "skipped_rows": len(splits.skipped),
+                 **({"images": photo["images"], "split_by": photo["split_by"], "faces": photo["faces"]} if photo else {})},
+        "metrics": {k: v for k, v in chosen.items() if k.startswith("val_")},
     })
-    model_dir = models.save_model_dir(Path(cfg.output) / cfg.task / "model", model, meta)
+    dtype = getattr(torch, cfg.weights_dtype) if cfg.weights_dtype else None
+    model_dir = models.save_model_dir(Path(cfg.output) / cfg.task / "model", model, meta, dtype=dtype)
     (model_dir.parent / "history.json").write_text(json.dumps(history, indent=2))
     from facepipe import plots
 
     plots.training_curves(history, model_dir.parent / "training_curves.png", metric=task.primary_metric)
-    print(f"[{cfg.task}] done in {time.perf_counter() - t0:.0f} s: {task.primary_metric} {last.get(task.primary_metric):.4g} -> {model_dir}", flush=True)
+    print(f"[{cfg.task}] done in {time.perf_counter() - t0:.0f} s: {task.primary_metric} {chosen.get(task.primary_metric):.4g} "
+          f"(best epoch {best['epoch']} of {state['epoch']}) -> {model_dir}", flush=True)
     return TrainResult(model_dir, history, meta["metrics"], result.path)
 
 

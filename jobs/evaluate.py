@@ -19,9 +19,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", choices=["keypoints", "emotion"], default=None, help="expected task (checked against the model's meta.json)")
     p.add_argument("--model", required=True, help="model directory (weights.pt + meta.json) written by jobs/train.py")
-    p.add_argument("--data", required=True, help="CSV of the model's format (.csv or .csv.gz)")
+    p.add_argument("--data", required=True, help="CSV of the model's format (.csv or .csv.gz), or photo labels for a keypoint model (see --images)")
+    p.add_argument("--images", default=None, help="photo labels: the folder their image names are relative to (default: the CSV's folder)")
     p.add_argument("--split", default=None,
-                   help="FER2013: a Usage value (PublicTest, PrivateTest, Training); keypoints: val or train (the training run's seeded split); 'all' = every row (default: PublicTest / val)")
+                   help="FER2013: a Usage value (PublicTest, PrivateTest, Training); keypoints: val or train (the training run's seeded split, by person for photo labels); 'all' = every row (default: PublicTest / val)")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--no-tta", action="store_true", help="no horizontal-flip test-time augmentation")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows (listed) instead of failing")
@@ -37,7 +38,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.task and meta["task"] != args.task:
         raise ValueError(f"{args.model} is a {meta['task']} model, not {args.task}")
     return evaluate(args.model, args.data, args.output, split=args.split, tta=not args.no_tta,
-                    skip_bad_rows=args.skip_bad_rows, batch_size=args.batch_size)
+                    skip_bad_rows=args.skip_bad_rows, batch_size=args.batch_size, images=args.images)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", default="all", choices=[*TASKS, "all"], help="what to train")
     p.add_argument("--data", nargs="+", default=None, metavar="CSV",
-                   help="Kaggle CSV(s): FER2013 for emotion, Facial Keypoints training.csv for keypoints; with --task all give one of each (matched by header). Default: generated data")
+                   help="Kaggle CSV(s): FER2013 for emotion, Facial Keypoints training.csv for keypoints, or photo labels "
+                        "(image,<point>_x,<point>_y,... in image pixels; see --images) for keypoints framed as annotation frames them; "
+                        "with --task all give one of each (matched by header). Default: generated data")
+    p.add_argument("--images", default=None, help="photo labels: the folder their image names are relative to (default: the CSV's folder)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="photo labels: crop margin around the detector's box, as a fraction of its side (default: annotation's 0.15)")
     p.add_argument("--output", default="runs/train", help="output folder")
     g = p.add_argument_group("optimisation (defaults per task: keypoints 100 epochs, batch 64, lr 2e-3; emotion 40, 128, 3e-3)")
     g.add_argument("--epochs", type=int, default=None, help="epochs (default: per task)")
@@ -34,6 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default: per task)")
     g.add_argument("--label-smoothing", type=float, default=0.1, help="emotion cross-entropy label smoothing")
     g.add_argument("--arch", default=None, help="keypoints: resnet18|resnet34|resnet50; emotion: vgg_cnn (default: resnet18 / vgg_cnn)")
+    g.add_argument("--width", type=int, default=None, help="keypoints ResNet: channels of the first stage, doubled per stage (default: 64, the standard ResNet)")
     g.add_argument("--widths", type=int, nargs="+", default=None, help="emotion CNN channels per block (default: 32 64 128 256)")
     g.add_argument("--convs-per-block", type=int, default=None, help="emotion CNN convs per block (default: 2)")
     g.add_argument("--dropout", type=float, default=None, help="emotion CNN dropout before the head (default: 0.3)")
@@ -63,6 +69,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     r.add_argument("--val-fraction", type=float, default=0.1, help="keypoints: seeded hold-out fraction (FER2013 uses Usage)")
     r.add_argument("--seed", type=int, default=0, help="seed for splits, augmentation and initialisation")
     r.add_argument("--skip-bad-rows", action="store_true", help="skip malformed CSV rows (listed) instead of failing")
+    r.add_argument("--weights-dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="store the exported weights in this type (float16 halves the file; default: float32)")
     r.add_argument("--no-evaluate", action="store_true", help="skip the evaluation after training")
     r.add_argument("--no-tta", action="store_true", help="evaluate without flip test-time augmentation")
     r.add_argument("--progress", action="store_true", help="show Ray Data progress bars")
@@ -98,7 +106,9 @@ def build_config(args: argparse.Namespace, task: str, data: str):
     augment = AugmentConfig.none().to_dict() if args.no_augment else {v: getattr(args, k) for k, v in aug_fields.items() if getattr(args, k) is not None}
     arch_flags = {"widths": args.widths, "convs_per_block": args.convs_per_block, "dropout": args.dropout, "block_dropout": args.block_dropout}
     given = {k: v for k, v in arch_flags.items() if v is not None} if task == "emotion" else {}
-    arch_args = {**DEFAULT_ARCH["emotion"][1], **given} if given else None
+    if task == "keypoints" and args.width is not None:
+        given = {"width": args.width}
+    arch_args = {**DEFAULT_ARCH[task][1], **given} if given else None
     return TrainConfig(
         task=task, data=data, output=args.output, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, arch=args.arch if args.arch else None, arch_args=arch_args, augment=augment,
@@ -107,6 +117,7 @@ def build_config(args: argparse.Namespace, task: str, data: str):
         name=(f"{args.name}-{task}" if args.name and args.task == "all" else args.name), val_fraction=args.val_fraction,
         seed=args.seed, skip_bad_rows=args.skip_bad_rows, max_failures=args.max_failures,
         stop_after_epoch=args.stop_after_epoch, label_smoothing=args.label_smoothing,
+        images=args.images, margin=args.margin, weights_dtype=args.weights_dtype,
     )
 
 
@@ -126,7 +137,7 @@ def main(args: argparse.Namespace) -> dict:
         result = train(cfg)
         entry = {"model_dir": str(result.model_dir), "epochs": len(result.history), **result.metrics}
         if not args.no_evaluate and (cfg.stop_after_epoch is None or len(result.history) >= cfg.epochs):
-            entry["eval"] = evaluate(result.model_dir, cfg.data, Path(cfg.output) / cfg.task / "eval", tta=not args.no_tta)
+            entry["eval"] = evaluate(result.model_dir, cfg.data, Path(cfg.output) / cfg.task / "eval", tta=not args.no_tta, images=cfg.images)
         summary[cfg.task] = entry
     Path(args.output).mkdir(parents=True, exist_ok=True)
     (Path(args.output) / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -30,6 +30,8 @@ from facepipe.data.schema import EMOTIONS, FER_USAGES, KeypointSchema
 FER = "fer2013"
 KEYPOINTS = "keypoints"
 KEYPOINTS_TEST = "keypoints_test"
+#: Photos + points in image pixels (``image[,width,height],<point>_x,<point>_y,...``): see facepipe.data.photos.
+PHOTO_POINTS = "photo_points"
 
 
 class CSVFormatError(ValueError):
@@ -62,10 +64,10 @@ class BadRow:
 class CSVFormat:
     """What a header says about a file."""
 
-    name: str  # FER | KEYPOINTS | KEYPOINTS_TEST
+    name: str  # FER | KEYPOINTS | KEYPOINTS_TEST | PHOTO_POINTS
     columns: tuple[str, ...]  # header names, stripped, in file order
-    pixel_column: str
-    image_size: int
+    pixel_column: str  # PHOTO_POINTS: the column of image file names
+    image_size: int  # PHOTO_POINTS: the model input side the photos are cropped to
     schema: KeypointSchema | None = None
 
     @property
@@ -76,7 +78,7 @@ class CSVFormat:
     def has_labels(self) -> bool:
         if self.name == FER:
             return "emotion" in self.columns
-        return self.name == KEYPOINTS
+        return self.name in (KEYPOINTS, PHOTO_POINTS)
 
 
 def open_text(path: str | os.PathLike) -> io.TextIOBase:
@@ -127,25 +129,33 @@ def detect_format(path: str | os.PathLike, image_size: int | None = None) -> CSV
     if "Image" in names and "ImageId" in names:
         unexpected({"ImageId", "Image"}, "keypoints test.csv")
         return CSVFormat(KEYPOINTS_TEST, cols, "Image", image_size or 96)
+    if "image" in names and "Image" not in names:
+        return _keypoint_format(path, PHOTO_POINTS, cols, "image", image_size or 96, {"image", "width", "height"})
     if "Image" in names:
-        coords = [c for c in cols if c != "Image"]
-        bad = [c for c in coords if not (c.endswith("_x") or c.endswith("_y"))]
-        if bad:
-            raise CSVFormatError(path, 1, bad[0], "keypoint columns must be named <point>_x / <point>_y")
-        if not coords:
-            raise CSVFormatError(path, 1, None, "keypoints file without any <point>_x/<point>_y column")
-        try:
-            schema = KeypointSchema.from_columns(coords)
-        except ValueError as e:
-            raise CSVFormatError(path, 1, None, str(e)) from None
-        return CSVFormat(KEYPOINTS, cols, "Image", image_size or 96, schema)
+        return _keypoint_format(path, KEYPOINTS, cols, "Image", image_size or 96, {"Image"})
     raise CSVFormatError(
         path,
         1,
         None,
         f"unknown header {list(cols)[:6]}: expected FER2013 (emotion,pixels,Usage), "
-        "Facial Keypoints training.csv (<point>_x,<point>_y,...,Image) or test.csv (ImageId,Image)",
+        "Facial Keypoints training.csv (<point>_x,<point>_y,...,Image) or test.csv (ImageId,Image), "
+        "or photo labels (image[,width,height],<point>_x,<point>_y,...)",
     )
+
+
+def _keypoint_format(path, name: str, cols: tuple[str, ...], pixel_column: str, image_size: int, other: set[str]) -> CSVFormat:
+    """A keypoints header: ``other`` columns plus ``<point>_x/<point>_y`` pairs."""
+    coords = [c for c in cols if c not in other]
+    bad = [c for c in coords if not (c.endswith("_x") or c.endswith("_y"))]
+    if bad:
+        raise CSVFormatError(path, 1, bad[0], "keypoint columns must be named <point>_x / <point>_y")
+    if not coords:
+        raise CSVFormatError(path, 1, None, "keypoints file without any <point>_x/<point>_y column")
+    try:
+        schema = KeypointSchema.from_columns(coords)
+    except ValueError as e:
+        raise CSVFormatError(path, 1, None, str(e)) from None
+    return CSVFormat(name, cols, pixel_column, image_size, schema)
 
 
 @dataclass
@@ -270,7 +280,7 @@ def _validate_columns(raw: RawTable) -> None:
         vals = usage.to_pylist()
         reasons = [f"unknown Usage {vals[i]!r}; expected one of {list(FER_USAGES)}" for i in np.flatnonzero(~ok)]
         _drop(raw, ~ok, "Usage", reasons)
-    if fmt.name == KEYPOINTS:
+    if fmt.name in (KEYPOINTS, PHOTO_POINTS):
         for c in fmt.schema.columns:
             col = raw.table.column(c)
             try:

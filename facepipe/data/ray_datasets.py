@@ -1,4 +1,5 @@
-"""Ray Data datasets from Kaggle CSVs: the pixel parse runs in parallel ``map_batches`` tasks.
+"""Ray Data datasets from Kaggle CSVs (the pixel parse runs in parallel ``map_batches`` tasks) and
+from photos + point labels (decode, detect and crop run in parallel tasks; :mod:`.photos`).
 
 The driver reads the file once with pyarrow (cells as strings, the cheap part) and checks its
 structure; parsing pixel strings and keypoints, the costly part, runs in Ray tasks, one block
@@ -17,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from facepipe.augment import AugmentConfig, BatchAugmenter
-from facepipe.data.kaggle import BadRow, CSVFormat, parse_rows, raise_or_record, read_raw
+from facepipe.augment import AugmentConfig, BatchAugmenter, batch_rng
+from facepipe.data.kaggle import PHOTO_POINTS, BadRow, CSVFormat, detect_format, parse_rows, raise_or_record, read_raw
 
 #: Ray Data tasks ask for a fraction of a CPU so that, on a 2-core machine, they can always be
 #: scheduled next to Train workers or inference actors (whole-CPU asks there deadlock).
@@ -39,6 +40,9 @@ class SplitDatasets:
     counts: dict[str, int]
     skipped: list[BadRow] = field(default_factory=list)
     blank_lines: list[int] = field(default_factory=list)
+    #: Photo sources: the framing (margin, measured box noise), the box-from-points relation and
+    #: how each photo's face was found (see :func:`load_photo_splits`).
+    photo_info: dict | None = None
 
     def __getitem__(self, split: str) -> ray.data.Dataset:
         if split not in self.datasets:
@@ -85,8 +89,17 @@ def load_splits(
     seed: int = 0,
     image_size: int | None = None,
     rows_per_block: int = ROWS_PER_BLOCK,
+    images: str | os.PathLike | None = None,
+    margin: float | None = None,
+    detector: dict | None = None,
 ) -> SplitDatasets:
-    """Read, parse (in Ray tasks) and split a Kaggle CSV into materialized Ray datasets."""
+    """Read, parse (in Ray tasks) and split a Kaggle CSV into materialized Ray datasets.
+
+    A photo-points CSV goes to :func:`load_photo_splits` (``images``, ``margin``, ``detector``).
+    """
+    if detect_format(path, image_size).name == PHOTO_POINTS:
+        return load_photo_splits(path, images=images, margin=margin, detector=detector, skip_bad_rows=skip_bad_rows,
+                                 val_fraction=val_fraction, seed=seed, image_size=image_size)
     raw = read_raw(path, image_size=image_size)
     usage = raw.table.column("Usage").to_pylist() if "Usage" in raw.format.columns else None
     split = assign_splits(raw.num_rows, usage, val_fraction, seed)
@@ -111,6 +124,99 @@ def load_splits(
     return SplitDatasets(raw.path, raw.format, datasets, counts, raw.skipped, raw.blank_lines)
 
 
+#: Photos per decode/detect task (~15 ms each on one core).
+PHOTOS_PER_TASK = 64
+#: Columns the training split of a photo source keeps, to be re-cropped every epoch.
+PHOTO_COLUMNS = ("photo", "box", "points", "line")
+
+
+def _with_boxes(batch: dict, box_model: dict) -> dict:
+    """``box``: the detector's box where it found the labelled face, else the box framed from the labels."""
+    from facepipe.data.photos import BoxModel
+
+    det = np.asarray(batch["det_box"], np.float64).reshape(-1, 4)
+    box = det.copy()
+    missing = ~np.isfinite(det).all(1)
+    if missing.any():
+        box[missing] = BoxModel(**box_model).boxes(np.asarray(batch["points"], np.float64)[missing])
+    return {**batch, "box": box.astype(np.float32), "framed_by": np.where(missing, "labels", "detector").astype(object)}
+
+
+def _base_crops(batch: dict, framing: dict, size: int) -> dict:
+    from facepipe.data.photos import crop_photos
+
+    return {**batch, **crop_photos(batch, framing, size)}
+
+
+def load_photo_splits(
+    path: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    margin: float | None = None,
+    detector: dict | None = None,
+    skip_bad_rows: bool = False,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    image_size: int | None = None,
+) -> SplitDatasets:
+    """Photos + point labels → per-split datasets of crops framed as annotation frames them.
+
+    Decode and detection run in Ray tasks (the annotation job's detector with ``detector``
+    settings). The box-from-points relation and the detector's box noise are fitted on the
+    training split's detected faces; photos without a matching detection are framed from their
+    labels. Every split gets ``image`` (the un-jittered crop), ``keypoints`` (crop pixels),
+    ``mask``, ``line``, ``square``; the training split keeps :data:`PHOTO_COLUMNS` too, for the
+    per-epoch jittered re-crop (:func:`augment_train_batch` with ``framing``).
+    """
+    from facepipe.annotate.detect import DetectorConfig
+    from facepipe.annotate.prepare import DEFAULT_MARGIN
+    from facepipe.data.photos import detect_batch, fit_box_model, read_photo_rows
+
+    rows = read_photo_rows(path, images, skip_bad_rows=skip_bad_rows, val_fraction=val_fraction, seed=seed, image_size=image_size)
+    det_cfg = DetectorConfig.from_any(detector)
+    size = rows.raw.format.image_size
+    items = [{"line": int(l), "abs_path": a, "points": p, "split": s} for l, a, p, s in zip(rows.line, rows.abs_path, rows.points, rows.split)]
+    found = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // PHOTOS_PER_TASK))).map_batches(
+        detect_batch, fn_kwargs={"detector": det_cfg.to_dict()}, batch_size=None, num_cpus=DATA_TASK_CPUS,
+    ).materialize()
+
+    meta_cols = found.select_columns(["line", "det_box", "num_faces", "error", "split", "points"]).to_pandas()
+    bad = [BadRow(int(l), *e.split("|", 1)) for l, e in zip(meta_cols["line"], meta_cols["error"]) if e]
+    raise_or_record(rows.raw, bad, skip_bad_rows)
+    good = meta_cols[meta_cols["error"] == ""]
+    det_box = np.stack(good["det_box"].to_numpy()).astype(np.float64)
+    points = np.stack([np.stack(p) for p in good["points"].to_numpy()]).astype(np.float64)
+    train = (good["split"] == "train").to_numpy()
+    box_model, framing = fit_box_model(det_box[train], points[train], DEFAULT_MARGIN if margin is None else margin)
+
+    matched = np.isfinite(det_box).all(1)
+    faces = good["num_faces"].to_numpy()
+    how = {}
+    for name in ("train", "val"):
+        sel = (good["split"] == name).to_numpy()
+        how[name] = {"photos": int(sel.sum()), "detected": int((sel & matched).sum()), "no_face": int((sel & (faces == 0)).sum()),
+                     "wrong_face": int((sel & (faces > 0) & ~matched).sum())}
+    info = {"framing": framing.to_dict(), "box_model": box_model.to_dict(), "detector": det_cfg.to_dict(),
+            "detector_description": det_cfg.describe(), "images": rows.images_dir, "split_by": "person (file name without _<number>)",
+            "faces": how}
+
+    cropped = (
+        found.filter(expr="error == ''")
+        .drop_columns(["error", "abs_path"])
+        .map_batches(_with_boxes, fn_kwargs={"box_model": box_model.to_dict()}, batch_size=None, num_cpus=DATA_TASK_CPUS)
+        .map_batches(_base_crops, fn_kwargs={"framing": framing.without_jitter().to_dict(), "size": size}, batch_size=None, num_cpus=DATA_TASK_CPUS)
+        .materialize()
+    )
+    datasets, counts = {}, {}
+    for name in ("train", "val"):
+        ds = cropped.filter(expr=f"split == '{name}'")
+        if name != "train":
+            ds = ds.drop_columns(["photo"])
+        datasets[name] = ds.materialize()
+        counts[name] = datasets[name].count()
+    return SplitDatasets(rows.raw.path, rows.raw.format, datasets, counts, rows.raw.skipped, rows.raw.blank_lines, info)
+
+
 # --- per-epoch augmentation of the training split --------------------------------------------
 # Kept here, away from torch: Ray imports a map_batches function's module in every data worker,
 # and from facepipe.train that meant torch + torchvision in each (a first epoch waited 11.7 s
@@ -131,12 +237,23 @@ class EpochClock:
         return self.epoch
 
 
-def augment_train_batch(batch: dict, config: dict, flip_permutation: list[int] | None, seed: int, clock) -> dict:
-    """``map_batches`` function: augment a training batch, seeded by (seed, epoch, row ids)."""
+def augment_train_batch(batch: dict, config: dict, flip_permutation: list[int] | None, seed: int, clock,
+                        framing: dict | None = None, size: int | None = None) -> dict:
+    """``map_batches`` function: augment a training batch, seeded by (seed, epoch, row ids).
+
+    With ``framing`` (photo sources) each photo is first re-cropped to ``size`` from its box
+    jittered by the framing's noise, with annotation's crop function (:func:`.photos.crop_photos`).
+    """
     import cv2
 
     cv2.setNumThreads(1)  # these tasks share the cores with the Train workers' torch threads
     epoch = ray.get(clock.get.remote())
+    if framing is not None:
+        from facepipe.data.photos import crop_photos
+
+        # Its own stream (seed + 1), so the box jitter and the augmentation below draw independently.
+        crops = crop_photos(batch, framing, size, rng=batch_rng({"row_id": batch["line"]}, seed + 1, epoch))
+        batch = {"image": crops["image"], "keypoints": crops["keypoints"], "mask": crops["mask"], "line": batch["line"]}
     augmenter = BatchAugmenter(AugmentConfig.from_dict(config), flip_permutation, seed=seed, epoch=epoch)
     out = augmenter({**batch, "row_id": batch["line"]})
     out.pop("row_id", None)

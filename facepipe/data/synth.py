@@ -761,6 +761,27 @@ def write_image_folder(path, n: int, seed: int = 0, size: int = 256) -> list[Pat
     return out
 
 
+def write_photo_labels(path, n: int, seed: int = 0, size: int = 160) -> Path:
+    """Write ``n`` generated photos (``<person>_<k>.png``, three per person) and ``labels.csv``
+    beside them: the photo-labels layout (``image,width,height,<point>_x,<point>_y,...``, points
+    in image pixels), as :mod:`facepipe.data.photos` reads it. Returns the CSV's path."""
+    from facepipe.data.schema import KeypointSchema
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    images, _, keypoints, _ = render_photos(n, size=size, seed=seed)
+    schema = KeypointSchema.kaggle()
+    lines = [",".join(["image", "width", "height", *schema.columns])]
+    for i in range(n):
+        name = f"person{i // 3:03d}_{i % 3:02d}.png"
+        if not cv2.imwrite(str(path / name), images[i]):
+            raise OSError(f"could not write {path / name}")
+        lines.append(",".join([name, str(size), str(size), *(f"{v:.2f}" for v in keypoints[i].reshape(-1))]))
+    csv = path / "labels.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
 #: Rows of the embedded default data sets (small enough to train on 2 cores in about a minute).
 DEFAULT_FER_ROWS = 2100
 DEFAULT_KEYPOINT_ROWS = 1200

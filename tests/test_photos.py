@@ -1,0 +1,208 @@
+"""Photos + point labels as a keypoint source: reader errors, framing shared with annotation, training on Ray."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facepipe.annotate.crop import crop_resize, square_crop
+from facepipe.annotate.prepare import PrepareConfig, model_margins, prepare_items
+from facepipe.data import CSVFormatError, detect_format
+from facepipe.data.kaggle import PHOTO_POINTS
+from facepipe.data.photos import Framing, crop_photos, detect_batch, fit_box_model, group_split, interocular, nme, read_photo_rows
+from facepipe.data.synth import write_photo_labels
+
+from conftest import shared_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    return write_photo_labels(tmp_path_factory.mktemp("photos"), 60, seed=3)
+
+
+@pytest.fixture(scope="module")
+def face_photo(photos) -> str:
+    """A generated photo in which the detector finds the face."""
+    rows = read_photo_rows(photos)
+    found = detect_batch({"line": rows.line, "abs_path": rows.abs_path, "points": rows.points})
+    return str(rows.abs_path[int(np.flatnonzero(found["num_faces"] == 1)[0])])
+
+
+def _edit(csv: Path, out: Path, line: int, column: str, value: str) -> Path:
+    rows = [r.split(",") for r in csv.read_text().splitlines()]
+    rows[line - 1][rows[0].index(column)] = value
+    out.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    return out
+
+
+def test_photo_labels_are_detected_by_header(photos):
+    fmt = detect_format(photos)
+    assert fmt.name == PHOTO_POINTS and fmt.task == "keypoints" and fmt.has_labels
+    assert fmt.schema.num_points == 15 and ("left_eye_center", "right_eye_center") in fmt.schema.flip_pairs
+
+
+@pytest.mark.parametrize(
+    "line, column, value, message",
+    [
+        (4, "image", "nowhere.png", "image file not found"),
+        (5, "nose_tip_x", "abc", "is not a number"),
+        (6, "width", "-3", "is not a positive integer"),
+        (7, "image", "", "no image file name"),
+    ],
+)
+def test_reader_names_file_line_and_column_of_a_bad_row(photos, tmp_path, line, column, value, message):
+    bad = _edit(photos, photos.parent / f"bad_{line}.csv", line, column, value)
+    with pytest.raises(CSVFormatError) as e:
+        read_photo_rows(bad)
+    assert e.value.line == line and e.value.column == column and message in str(e.value) and str(bad) in str(e.value)
+    rows = read_photo_rows(bad, skip_bad_rows=True)  # skipped instead, and listed
+    assert len(rows) == 59 and [b.line for b in rows.skipped] == [line]
+
+
+def test_reader_rejects_a_row_without_points_and_a_missing_images_folder(photos, tmp_path):
+    rows = [r.split(",") for r in photos.read_text().splitlines()]
+    rows[2][3:] = [""] * (len(rows[2]) - 3)
+    bad = photos.parent / "no_points.csv"
+    bad.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    with pytest.raises(CSVFormatError, match="line 3.*no labelled point"):
+        read_photo_rows(bad)
+    with pytest.raises(FileNotFoundError, match="images folder not found"):
+        read_photo_rows(photos, tmp_path / "missing")
+
+
+def test_a_photo_that_cannot_be_decoded_is_reported_not_dropped(photos, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not an image at all")
+    out = detect_batch({"line": np.array([2]), "abs_path": np.array([str(tmp_path / "broken.png")], dtype=object),
+                        "points": np.full((1, 15, 2), 50.0, np.float32)})
+    assert out["error"][0].startswith("image|") and "not an image" in out["error"][0]
+
+
+def test_split_keeps_each_person_on_one_side(photos):
+    rows = read_photo_rows(photos, val_fraction=0.2, seed=1)
+    people = {}
+    for name, split in zip(rows.image, rows.split):
+        people.setdefault(name.rsplit("_", 1)[0], set()).add(split)
+    assert all(len(s) == 1 for s in people.values())
+    assert sum(s == {"val"} for s in people.values()) == 4  # 20 people, 20%
+    assert (group_split(np.array(["a", "a", "b"]), 0.5, 0) == group_split(np.array(["a", "a", "b"]), 0.5, 0)).all()
+
+
+def test_training_crops_and_annotation_crops_are_the_same_crop(photos):
+    """Same photo, same box, same margin: the training crop is annotation's crop, byte for byte."""
+    rows = read_photo_rows(photos)
+    margin = 0.1
+    checked = 0
+    for i in range(len(rows)):
+        found = detect_batch({"line": rows.line[i : i + 1], "abs_path": rows.abs_path[i : i + 1], "points": rows.points[i : i + 1]})
+        ann = prepare_items([rows.abs_path[i]], PrepareConfig(crop_sizes=(("keypoints", 96),), crop_margins=(("keypoints", margin),), cv2_threads=0))
+        if found["num_faces"][0] == 0:
+            assert ann["status"][0] == "no_face"  # the same detector misses the same photos
+            continue
+        checked += 1
+        assert ann["status"][0] == "ok" and ann["num_faces"][0] == 1
+        np.testing.assert_array_equal(found["det_box"][0], ann["bbox"][0])  # the same detector, the same face
+        crop = crop_photos({**found, "box": found["det_box"]}, Framing(margin=margin), 96)
+        np.testing.assert_array_equal(crop["image"][0], ann["crop_keypoints"][0])
+        np.testing.assert_array_equal(crop["square"][0], ann["square"][0])
+        np.testing.assert_array_equal(crop["square"][0], square_crop(found["det_box"][0], margin))
+        if checked == 5:
+            break
+    assert checked == 5
+
+
+def test_crop_keypoints_follow_the_crop_and_leave_the_frame_masked():
+    img = np.zeros((100, 100), np.uint8)
+    img[40, 60] = 255
+    import cv2
+
+    ok, png = cv2.imencode(".png", img)
+    batch = {"photo": np.array([png.tobytes()], dtype=object), "box": np.array([[20.0, 20.0, 60.0, 60.0]]),
+             "points": np.array([[[60.0, 40.0], [1.0, 1.0]]])}
+    out = crop_photos(batch, Framing(margin=0.0), 60)  # the box is the crop: 1 px = 1 px
+    np.testing.assert_allclose(out["keypoints"][0, 0], [40.0, 20.0])
+    assert out["image"][0][20, 40] == 255 and np.array_equal(out["image"][0], crop_resize(img, (20, 20, 60), 60))
+    assert out["mask"].tolist() == [[True, False]] and np.isnan(out["keypoints"][0, 1]).all()
+
+
+def test_box_jitter_draws_the_measured_noise():
+    rng = np.random.default_rng(0)
+    boxes = np.tile([100.0, 100.0, 50.0, 50.0], (20000, 1))
+    assert np.array_equal(Framing().jitter(boxes, rng), boxes)  # no noise: the box itself
+    j = Framing(shift_x=0.04, shift_y=0.02, scale=0.1, aspect=0.0).jitter(boxes, rng)
+    cx = (j[:, 0] + j[:, 2] / 2 - 125) / 50
+    cy = (j[:, 1] + j[:, 3] / 2 - 125) / 50
+    # A standard normal clipped at ±2 keeps ~96% of its std.
+    assert cx.std() == pytest.approx(0.04 * 0.96, rel=0.05) and cy.std() == pytest.approx(0.02 * 0.96, rel=0.05)
+    assert np.log(j[:, 2] / 50).std() == pytest.approx(0.1 * 0.96, rel=0.05)
+    assert np.allclose(j[:, 2], j[:, 3]) and np.abs(cx).max() <= 0.08 + 1e-9
+
+
+def test_box_model_recovers_where_the_detector_puts_its_box():
+    rng = np.random.default_rng(1)
+    pts = rng.normal(0, 10, (400, 15, 2)) + rng.uniform(100, 200, (400, 1, 2))
+    centre = pts.mean(1)
+    spread = np.sqrt(((pts - centre[:, None]) ** 2).sum(-1).mean(1))
+    side = 3.6 * spread * np.exp(rng.normal(0, 0.05, 400))
+    cx, cy = centre[:, 0] + 0.1 * spread, centre[:, 1] - 0.2 * spread
+    boxes = np.stack([cx - side / 2, cy - side / 2, side, side], 1)
+    model, framing = fit_box_model(boxes, pts, margin=0.15)
+    assert model.side == pytest.approx(3.6, rel=0.02) and model.offset_x == pytest.approx(0.1, abs=0.02) and model.offset_y == pytest.approx(-0.2, abs=0.02)
+    assert framing.scale == pytest.approx(0.05, rel=0.2) and framing.margin == 0.15 and framing.aspect == 0.0
+    np.testing.assert_allclose(model.boxes(pts)[:, 2], model.side * spread)
+    with pytest.raises(ValueError, match="too few"):
+        fit_box_model(boxes[:5], pts[:5], 0.15)
+
+
+def test_nme_is_relative_to_the_eye_distance():
+    from facepipe.data.schema import KeypointSchema
+
+    names = list(KeypointSchema.kaggle().names)
+    true = np.zeros((1, 15, 2))
+    true[0, 0], true[0, 1] = [60, 40], [40, 40]  # eyes 20 px apart
+    assert interocular(true, names)[0] == 20
+    face, per_point = nme(true + [3.0, 4.0], true, names)  # every point 5 px off
+    assert face[0] == pytest.approx(0.25) and per_point.shape == (1, 15)
+
+
+def test_annotation_crops_each_model_with_the_margin_its_meta_records(face_photo):
+    metas = {"keypoints": {"framing": {"margin": 0.05}}, "emotion": {}}
+    margins = model_margins(metas)
+    assert margins == (("keypoints", 0.05),)
+    cfg = PrepareConfig(margin=0.3, crop_sizes=(("keypoints", 96), ("emotion", 48)), crop_margins=margins, cv2_threads=0)
+    out = prepare_items([face_photo], cfg)
+    box = out["bbox"][0]
+    import cv2
+
+    gray = cv2.imread(face_photo, cv2.IMREAD_GRAYSCALE)
+    assert tuple(out["square"][0]) == square_crop(box, 0.05)  # the keypoint model's framing
+    np.testing.assert_array_equal(out["crop_keypoints"][0], crop_resize(gray, square_crop(box, 0.05), 96))
+    np.testing.assert_array_equal(out["crop_emotion"][0], crop_resize(gray, square_crop(box, 0.3), 48))  # no framing: the job's margin
+
+
+def test_a_photo_source_trains_evaluates_and_annotates_with_its_framing(photos, face_photo, tmp_path, ray_session):
+    import facepipe
+    from facepipe.annotate.demo import write_untrained_models
+    from facepipe.evaluate import evaluate
+    from facepipe.train import TrainConfig, train
+
+    cfg = TrainConfig(task="keypoints", data=str(photos), output=str(tmp_path), epochs=2, batch_size=16, arch_args={"width": 16},
+                      margin=0.1, weights_dtype="float16")
+    result = train(cfg)
+    meta = json.loads((result.model_dir / "meta.json").read_text())
+    assert meta["framing"]["margin"] == 0.1 and meta["framing"]["box_noise"]["scale"] > 0
+    assert meta["data"]["faces"]["train"]["photos"] + meta["data"]["faces"]["val"]["photos"] == 60
+    assert meta["data"]["train_rows"] + meta["data"]["val_rows"] == 60 and meta["data"]["val_rows"] > 0
+    assert meta["weights_dtype"] == "float16" and meta["best_epoch"] in (1, 2) and len(meta["mean_shape"]) == 15
+    assert hashlib.sha256((result.model_dir / "weights.pt").read_bytes()).hexdigest() == meta["weights_sha256"]
+    metrics = evaluate(result.model_dir, photos, tmp_path / "eval")
+    assert metrics["images"] == meta["data"]["val_rows"] and np.isfinite(metrics["nme_mean"]) and np.isfinite(metrics["rmse_px"])
+    assert metrics["faces"]["detected"] + metrics["faces"]["framed_from_labels"] == metrics["images"]
+    # predict() with this model crops the keypoint input with the model's own margin.
+    _, em = write_untrained_models(tmp_path / "untrained", small_emotion=True)
+    res = facepipe.predict(face_photo, result.model_dir, em)
+    assert res["status"] == "ok" and res["faces"][0]["keypoints_array"].shape == (15, 2)
