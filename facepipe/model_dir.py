@@ -25,3 +25,13 @@ def read_meta(path: str | os.PathLike) -> dict:
     if not (path / META).exists():
         raise FileNotFoundError(f"{path}: not a model directory (no {META}); train one with jobs/train.py")
     return json.loads((path / META).read_text())
+
+
+#: Models shipped inside the package, one model directory (+ model card README.md) per task.
+SHIPPED = Path(__file__).resolve().parent / "weights"
+
+
+def shipped_model(task: str) -> Path | None:
+    """The shipped model directory for ``task`` (``keypoints`` or ``emotion``), or None if none ships."""
+    d = SHIPPED / task
+    return d if (d / META).is_file() and (d / WEIGHTS).is_file() else None

@@ -30,7 +30,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", nargs="+", required=True, metavar="DIR", help="one or more image folders")
     p.add_argument("--output", required=True, metavar="OUT", help="output folder (created; reused by reruns)")
-    p.add_argument("--keypoints-model", required=True, metavar="MODEL_DIR", help="keypoint model directory (weights.pt + meta.json)")
+    p.add_argument("--keypoints-model", default=None, metavar="MODEL_DIR",
+                   help="keypoint model directory (weights.pt + meta.json) (default: the model shipped in facepipe/weights/keypoints)")
     p.add_argument("--emotion-model", required=True, metavar="MODEL_DIR", help="emotion model directory (weights.pt + meta.json)")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders (default: top level only)")
     p.add_argument("--glob", default="*", metavar="PATTERN", help="file name pattern, fnmatch (default: %(default)s: every file, by content)")
@@ -50,7 +51,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     det.add_argument("--detect-max-side", type=int, default=_DET.max_side, metavar="PX", help="larger images are downscaled to this side for detection (default: %(default)s)")
     det.add_argument("--min-score", type=float, default=None, help="drop faces whose cascade level weight is lower (default: keep all)")
     det.add_argument("--max-faces", type=int, default=0, help="keep at most this many faces per image, largest first; 0 = all (default: %(default)s)")
-    det.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="crop margin around a face box, fraction of its side per edge (default: %(default)s)")
+    det.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                     help="crop margin around a face box, fraction of its side per edge, for models whose meta.json records no framing "
+                          "(a model trained on photos is cropped as it was trained) (default: %(default)s)")
     run = p.add_argument_group("execution")
     run.add_argument("--device", default="auto", help="auto (GPU when the cluster has one), cpu or cuda (default: %(default)s)")
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all; ignored with RAY_ADDRESS)")

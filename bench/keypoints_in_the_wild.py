@@ -1,0 +1,183 @@
+"""Benchmark: keypoints as users get them, through the real annotation job, on labelled photos.
+
+Takes the person-disjoint dev split of a photo-labels CSV (by default ``ytf_frames_kaggle15.csv``
+in ../shared, split with the keypoint model's own ``val_fraction``/``seed``, so none of these people
+were trained on), annotates those photos with :func:`facepipe.annotate` (decode → detector → crop
+→ model, exactly as a user's run) and compares the keypoints in the Parquet rows with the labels.
+
+Error: NME = mean point distance / distance between the eye centres, both in original image
+pixels. A photo counts as detected when one of its faces' boxes holds the labelled face's centre
+(the nearest such face is the one measured). ``failure_rate``: share of detected faces with NME >
+0.10. ``baseline_box_only``: the model's mean training shape (``meta.json`` ``mean_shape``) placed
+in the same detected box with the same crop: what the detector alone gives.
+
+Prints progress, then one JSON line last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "keypoints" / "ytf_frames"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--labels", default=str(SHARED / "ytf_frames_kaggle15.csv"), help="photo labels CSV (default: %(default)s)")
+    p.add_argument("--images", default=str(SHARED / "frames"), help="folder of the photos (default: %(default)s)")
+    p.add_argument("--keypoints-model", default=None, help="keypoint model directory (default: the shipped one)")
+    p.add_argument("--emotion-model", default=None,
+                   help="emotion model directory (annotation runs both; default: the shipped one, else an untrained placeholder: emotion is not measured here)")
+    p.add_argument("--split", default="val", choices=["val", "train", "all"], help="which part of the person split (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=None, help="split fraction (default: the model's train_config, else 0.1)")
+    p.add_argument("--seed", type=int, default=None, help="split seed (default: the model's train_config, else 0)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many photos")
+    p.add_argument("--output", default=None, help="keep the annotation output here (default: a temporary folder)")
+    p.add_argument("--max-failure-nme", type=float, default=0.10, help="a face with a larger NME is a failure (default: %(default)s)")
+    p.add_argument("--refine", type=int, default=2,
+                   help="also measure this many second passes: re-crop each face from its predicted points (the model's "
+                        "box_from_points framing) and predict again, in this process (default: %(default)s; 0 = off)")
+    return p
+
+
+def match_faces(df, rows, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each labelled photo, the annotated face holding its labelled centre (nearest box centre).
+
+    Returns ``found`` bool ``[N]``, predicted points ``[N, K, 2]`` and boxes ``[N, 4]`` (NaN when not found).
+    """
+    from facepipe.annotate.schema import keypoint_columns
+
+    cols = keypoint_columns(names)
+    ok = df[df["status"] == "ok"]
+    by_path = {p: g for p, g in ok.groupby("path")}
+    n, k = len(rows), len(names)
+    found = np.zeros(n, bool)
+    pred = np.full((n, k, 2), np.nan)
+    boxes = np.full((n, 4), np.nan)
+    for i, (name, pts) in enumerate(zip(rows.image, rows.points)):
+        g = by_path.get(Path(name).name)
+        if g is None:
+            continue
+        c = np.nanmean(pts, axis=0)
+        b = g[["bbox_x", "bbox_y", "bbox_w", "bbox_h"]].to_numpy(np.float64)
+        inside = (b[:, 0] <= c[0]) & (c[0] <= b[:, 0] + b[:, 2]) & (b[:, 1] <= c[1]) & (c[1] <= b[:, 1] + b[:, 3])
+        if not inside.any():
+            continue
+        d = np.hypot(b[:, 0] + b[:, 2] / 2 - c[0], b[:, 1] + b[:, 3] / 2 - c[1])
+        j = int(np.argmin(np.where(inside, d, np.inf)))
+        found[i] = True
+        pred[i] = g[cols].to_numpy(np.float64)[j].reshape(k, 2)
+        boxes[i] = b[j]
+    return found, pred, boxes
+
+
+def refine(model_dir, meta: dict, abs_paths: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """One second pass: crop each photo around its predicted ``points`` with the framing training
+    used for faces known from their points (``box_from_points`` + margin), predict again."""
+    from facepipe.annotate.crop import crop_to_image
+    from facepipe.data.photos import BoxModel, crop_photos
+    from facepipe.models import load_model, predict_images
+
+    model, meta = load_model(model_dir)
+    photos = np.array([Path(p).read_bytes() for p in abs_paths], dtype=object)
+    boxes = BoxModel(**meta["framing"]["box_from_points"]).boxes(points)
+    crops = crop_photos({"photo": photos, "box": boxes, "points": points}, {"margin": meta["framing"]["margin"]}, meta["input_size"])
+    pred = predict_images(model, meta, crops["image"])
+    return crop_to_image(pred, crops["square"][:, None, :], meta["input_size"])
+
+
+def summarise(nme_face: np.ndarray, threshold: float) -> dict:
+    return {"nme_mean": round(float(np.mean(nme_face)), 4), "nme_median": round(float(np.median(nme_face)), 4),
+            "failure_rate": round(float(np.mean(nme_face > threshold)), 4)}
+
+
+def main(args: argparse.Namespace) -> dict:
+    import facepipe
+    from facepipe.annotate.crop import crop_to_image, square_crop
+    from facepipe.annotate.prepare import DEFAULT_MARGIN
+    from facepipe.data.photos import nme, read_photo_rows
+    from facepipe.model_dir import read_meta, shipped_model
+
+    kp_model = args.keypoints_model or shipped_model("keypoints")
+    if kp_model is None:
+        raise SystemExit("no --keypoints-model given and no shipped keypoint model in this installation")
+    meta = read_meta(kp_model)
+    tc = meta.get("train_config", {})
+    val_fraction = args.val_fraction if args.val_fraction is not None else tc.get("val_fraction", 0.1)
+    seed = args.seed if args.seed is not None else tc.get("seed", 0)
+    rows = read_photo_rows(args.labels, args.images, val_fraction=val_fraction, seed=seed)
+    if args.split != "all":
+        rows = rows.select(rows.split == args.split)
+    if args.limit:
+        rows = rows.select(np.arange(len(rows)) < args.limit)
+    names = rows.names
+    if list(meta["keypoint_names"]) != names:
+        raise SystemExit(f"{kp_model}: the model's points differ from the labels' ({len(meta['keypoint_names'])} vs {len(names)})")
+    print(f"keypoints_in_the_wild: {len(rows)} photos of {len(set(map(str, rows.image)))} files, split {args.split} "
+          f"(val_fraction {val_fraction}, seed {seed}), model {kp_model}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="kp_wild_") as tmp:
+        inp = Path(tmp) / "photos"
+        inp.mkdir()
+        for name, src in zip(rows.image, rows.abs_path):
+            os.symlink(src, inp / Path(name).name)
+        out = Path(args.output) if args.output else Path(tmp) / "out"
+        em_model = args.emotion_model or shipped_model("emotion")
+        em_note = "given" if args.emotion_model else "shipped"
+        if em_model is None:
+            from facepipe.annotate.demo import write_untrained_models
+
+            em_model = write_untrained_models(Path(tmp) / "placeholder", small_emotion=True)[1]
+            em_note = "untrained placeholder (emotion not measured)"
+        t0 = time.perf_counter()
+        facepipe.annotate(inp, out, kp_model, em_model, plots="none", verbose=False)
+        seconds = time.perf_counter() - t0
+        df = facepipe.read_annotations(out)
+
+    found, pred, boxes = match_faces(df, rows, names)
+    true = rows.points[found].astype(np.float64)
+    face_nme, point_nme = nme(pred[found], true, names)
+    margin = float((meta.get("framing") or {}).get("margin", DEFAULT_MARGIN))
+    size = int(meta["input_size"])
+    squares = np.array([square_crop(b, margin) for b in boxes[found]], np.float64).reshape(-1, 3)
+    mean_shape = np.asarray(meta["mean_shape"], np.float64)
+    base = crop_to_image(np.broadcast_to(mean_shape, (len(squares), *mean_shape.shape)), squares[:, None, :], size)
+    base_nme, _ = nme(base, true, names)
+    result = {
+        "bench": "keypoints_in_the_wild",
+        "labels": str(args.labels),
+        "split": args.split,
+        "images": len(rows),
+        "detected": int(found.sum()),
+        "detection_rate": round(float(found.mean()), 4),
+        **summarise(face_nme, args.max_failure_nme),
+        "failure_rate_counting_missed": round(float((np.sum(face_nme > args.max_failure_nme) + np.sum(~found)) / max(len(rows), 1)), 4),
+        "baseline_box_only": summarise(base_nme, args.max_failure_nme),
+        "per_point_nme": {n: round(float(v), 4) for n, v in zip(names, np.nanmean(point_nme, axis=0))},
+        "refined": [],
+        "keypoints_model": str(kp_model),
+        "keypoints_model_id": meta.get("model_id"),
+        "emotion_model": em_note,
+        "annotate_seconds": round(seconds, 1),
+    }
+    if args.refine and "box_from_points" in (meta.get("framing") or {}):
+        p = pred[found]
+        for k in range(1, args.refine + 1):
+            p = refine(kp_model, meta, rows.abs_path[found], p)
+            result["refined"].append({"passes": k + 1, **summarise(nme(p, true, names)[0], args.max_failure_nme)})
+            print(f"keypoints_in_the_wild: pass {k + 1}: {result['refined'][-1]}", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    res = main(get_args_parser().parse_args())
+    print(json.dumps(res))
