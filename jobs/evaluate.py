@@ -19,7 +19,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", choices=["keypoints", "emotion"], default=None, help="expected task (checked against the model's meta.json)")
     p.add_argument("--model", required=True, help="model directory (weights.pt + meta.json) written by jobs/train.py")
-    p.add_argument("--data", required=True, help="CSV of the model's format (.csv or .csv.gz), or photo labels for a keypoint model (see --images)")
+    p.add_argument("--data", required=True, help="CSV of the model's format (.csv, .csv.gz or a Kaggle .zip), or photo labels for a keypoint model (see --images)")
     p.add_argument("--images", default=None, help="photo labels: the folder their image names are relative to (default: the CSV's folder)")
     p.add_argument("--split", default=None,
                    help="FER2013: a Usage value (PublicTest, PrivateTest, Training); keypoints: val or train (the training run's seeded split, by person for photo labels); 'all' = every row (default: PublicTest / val)")

@@ -18,7 +18,7 @@ from facepipe.data import CSVFormatError  # noqa: E402
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="a FER2013 or Facial Keypoints CSV (.csv or .csv.gz)")
+    p.add_argument("--data", required=True, help="a FER2013 or Facial Keypoints CSV (.csv, .csv.gz or a Kaggle .zip)")
     p.add_argument("--output", required=True, help="folder for the plots and summary.json")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows (listed in summary.json) instead of failing")
     p.add_argument("--samples", type=int, default=24, help="images in the sample grid (default: %(default)s)")

@@ -1,7 +1,10 @@
 """Kaggle CSV readers: formats, validation errors naming file/line/column, skip mode, Ray Data parsing."""
 from __future__ import annotations
 
+import bz2
 import gzip
+import lzma
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from facepipe.data import (
     read_table,
 )
 from facepipe.data.stats import summarize
+from facepipe.data.synth import write_fer_csv, write_keypoints_csv
 from tests.conftest import shared_file
 
 RNG = np.random.default_rng(0)
@@ -274,3 +278,105 @@ def test_real_keypoints_file():
     assert len(t) == 3462 and int(t.mask.all(axis=1).sum()) == 3435
     # Kaggle naming: the subject's left eye is on the image's right.
     assert np.nanmean(t.keypoints[:, 0, 0]) > np.nanmean(t.keypoints[:, 1, 0])
+
+
+# --- what users download: zip archives, a byte-order mark, bz2/xz --------------------------------
+
+BOM = b"\xef\xbb\xbf"
+WRITERS = {"fer": (write_fer_csv, "fer2013.csv"), "keypoints": (write_keypoints_csv, "training.csv")}
+
+
+def zip_members(path: Path, members: dict[str, bytes]) -> Path:
+    """A real zip archive holding ``members`` (name -> bytes; a name ending in / is a directory)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def assert_same_table(a, b) -> None:
+    assert a.format == b.format and a.columns.keys() == b.columns.keys()
+    for k in a.columns:
+        np.testing.assert_array_equal(a.columns[k], b.columns[k], err_msg=k)
+
+
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_zipped_csv_reads_like_the_plain_file(tmp_path, kind):
+    writer, member = WRITERS[kind]
+    plain = writer(tmp_path / member, 20, seed=1)
+    archive = zip_members(tmp_path / "download.zip", {member: plain.read_bytes()})
+    t = read_table(archive)
+    assert t.path == f"{archive}:{member}" and len(t) == 20
+    assert_same_table(read_table(plain), t)
+    renamed = tmp_path / "data.csv"  # zip bytes under a CSV name: decided by content
+    renamed.write_bytes(archive.read_bytes())
+    assert_same_table(t, read_table(renamed))
+
+
+def test_zip_picks_the_csv_among_readme_folders_and_macosx(tmp_path):
+    plain = write_keypoints_csv(tmp_path / "training.csv", 5, seed=2)
+    archive = zip_members(tmp_path / "facial-keypoints.zip", {
+        "README.txt": b"Facial keypoints detection\nimage data from Kaggle\n",
+        "data/": b"",
+        "data/training.csv": plain.read_bytes(),
+        "__MACOSX/data/._training.csv": plain.read_bytes(),  # Finder's copy: would make two candidates
+        "data/preview.png": bytes(range(256)) * 4,
+    })
+    assert detect_format(archive).name == "keypoints"
+    t = read_table(archive)
+    assert t.path == f"{archive}:data/training.csv"
+    assert_same_table(read_table(plain), t)
+
+
+def test_zip_with_two_csvs_or_none_names_the_members(tmp_path):
+    fer = write_fer_csv(tmp_path / "fer2013.csv", 3).read_bytes()
+    kp = write_keypoints_csv(tmp_path / "training.csv", 3).read_bytes()
+    two = zip_members(tmp_path / "two.zip", {"fer2013.csv": fer, "training.csv": kp, "README.txt": b"hi\n"})
+    with pytest.raises(CSVFormatError) as e:
+        read_table(two)
+    msg = str(e.value)
+    assert e.value.path == str(two) and "'fer2013.csv'" in msg and "'training.csv'" in msg and "unzip" in msg
+    assert "README" not in msg
+    none = zip_members(tmp_path / "none.zip", {"README.txt": b"hi\n", "notes/todo.md": b"- read\n"})
+    with pytest.raises(CSVFormatError) as e:
+        detect_format(none)
+    assert e.value.path == str(none) and "'README.txt'" in str(e.value) and "'notes/todo.md'" in str(e.value)
+
+
+def test_bad_row_in_zipped_csv_names_archive_member_and_line(tmp_path):
+    plain = bad_fer(tmp_path, (1, pix(2303), "Training"))  # line 4
+    archive = zip_members(tmp_path / "archive.zip", {"fer/bad.csv": plain.read_bytes()})
+    with pytest.raises(CSVFormatError) as e:
+        read_table(archive)
+    assert e.value.path == f"{archive}:fer/bad.csv" and e.value.line == 4 and e.value.column == "pixels"
+    assert str(e.value).startswith(f"{archive}:fer/bad.csv, line 4, column 'pixels'")
+    # A row with a missing cell takes the slow path that re-reads the member to find its line.
+    short = fer_text(good_fer_rows(2)) + "3," + pix(2304) + "\n" + fer_text(good_fer_rows(1)).split("\n", 1)[1]
+    archive = zip_members(tmp_path / "short.zip", {"short.csv": short.encode()})
+    with pytest.raises(CSVFormatError, match=r"short\.zip:short\.csv, line 4: expected 3 columns"):
+        read_table(archive)
+    t = read_table(archive, skip_bad_rows=True)
+    assert t.lines.tolist() == [2, 3, 5] and [b.line for b in t.skipped] == [4]
+
+
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_utf8_byte_order_mark_reads_like_without(tmp_path, kind):
+    writer, member = WRITERS[kind]
+    plain = writer(tmp_path / member, 8, seed=3)
+    bom = tmp_path / f"bom_{member}"
+    bom.write_bytes(BOM + plain.read_bytes())
+    assert detect_format(bom).columns == detect_format(plain).columns
+    assert_same_table(read_table(plain), read_table(bom))
+    archive = zip_members(tmp_path / "bom.zip", {member: bom.read_bytes()})
+    assert_same_table(read_table(plain), read_table(archive))
+
+
+@pytest.mark.parametrize("module, name", [(bz2, "bz2"), (lzma, "xz")])
+def test_bz2_and_xz_are_named_not_decoded(tmp_path, module, name):
+    path = tmp_path / "fer.csv"  # by content, whatever the name
+    with module.open(path, "wt") as f:
+        f.write(fer_text(good_fer_rows(2)))
+    with pytest.raises(CSVFormatError) as e:
+        read_table(path)
+    msg = str(e.value)
+    assert "\n" not in msg and f"{name}-compressed" in msg and all(w in msg for w in ("gzip", "zip", "plain CSV"))

@@ -1,7 +1,9 @@
 """Readers for the Kaggle CSV formats: FER2013 and Facial Keypoints (training and test).
 
-The format is detected from the header, never from the file name; ``.csv`` and ``.csv.gz`` alike
-(gzip detected by content). Reading is split in two so Ray Data can parallelise the costly part:
+The format is detected from the header, never from the file name; ``.csv``, ``.csv.gz`` and ``.zip``
+alike (compression detected by content; in a zip, the one member with a known header is read; a
+UTF-8 byte-order mark is accepted). Reading is split in two so Ray Data can parallelise the costly
+part:
 
 * :func:`read_raw` reads the file with pyarrow (cells as strings), checks the row structure and
   the cheap columns, and numbers every row with its physical line in the file;
@@ -16,6 +18,8 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,20 +85,138 @@ class CSVFormat:
         return self.name in (KEYPOINTS, PHOTO_POINTS)
 
 
-def open_text(path: str | os.PathLike) -> io.TextIOBase:
-    """Open a plain or gzip-compressed text file, deciding by the first bytes, not the name."""
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, "r", encoding="utf-8", newline="")
+#: Leading bytes -> compression; decided by content, never by the file name.
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),  # an empty archive: reported as holding no CSV
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+#: Longest header line read (a 68-point header is ~2k characters); bounds the look at binary zip members.
+_MAX_HEADER_CHARS = 1 << 20
+#: Errors of corrupt compressed data.
+_CORRUPT = (gzip.BadGzipFile, EOFError, zipfile.BadZipFile, zlib.error)
+#: ... plus bad encoding and zip members Python cannot open (encrypted: RuntimeError; unknown method: NotImplementedError).
+_READ_ERRORS = (UnicodeDecodeError, NotImplementedError, RuntimeError, *_CORRUPT)
+#: Zip members listed in an error message before "... and N more".
+_MAX_LISTED_MEMBERS = 20
 
 
-def _arrow_input(path: str | os.PathLike):
+@dataclass(frozen=True)
+class CSVSource:
+    """Where a CSV's bytes are: a file on disk, gzip-compressed or not, or one member of a zip archive."""
+
+    path: str
+    compression: str | None = None  # None | "gzip" | "zip"
+    member: str | None = None  # zip only
+
+    @property
+    def name(self) -> str:
+        """How errors name the file: ``archive.zip:member.csv`` for a zip member."""
+        return f"{self.path}:{self.member}" if self.member else self.path
+
+
+def _compression(path: str) -> str | None:
+    """The compression the first bytes announce, or None for a plain file."""
     with open(path, "rb") as f:
-        magic = f.read(2)
-    compression = "gzip" if magic == b"\x1f\x8b" else None
-    return pa.input_stream(str(path), compression=compression)
+        head = f.read(6)
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+
+
+def resolve_source(path: str | os.PathLike) -> CSVSource:
+    """Find the CSV bytes behind ``path``; a zip archive is searched for the one member with a known header."""
+    path = str(path)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    compression = _compression(path)
+    if compression in ("bz2", "xz"):
+        # Without this the bytes reach the UTF-8 decoder and the user sees a decode error.
+        message = f"a {compression}-compressed file; only gzip, zip or plain CSV files are read"
+        raise CSVFormatError(path, None, None, message)
+    if compression == "zip":
+        return CSVSource(path, "zip", _csv_member(path))
+    return CSVSource(path, compression)
+
+
+def _csv_member(path: str) -> str:
+    """The single member of a zip archive whose first line is a header this module knows."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [i.filename for i in zf.infolist() if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
+            hits = [n for n in names if _has_known_header(zf, n)]
+    except zipfile.BadZipFile as e:
+        raise CSVFormatError(path, None, None, f"not a readable zip archive ({e})") from None
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise CSVFormatError(path, None, None, f"{len(hits)} members look like data CSVs: {_listing(hits)}; "
+                                               "unzip the archive and pass the one you mean")
+    raise CSVFormatError(path, None, None, "no member is a FER2013, keypoints (training.csv/test.csv) or photo-labels "
+                                           f"CSV; members: {_listing(names)}")
+
+
+def _listing(names: list[str]) -> str:
+    """Member names for an error message, capped (an archive of photos can hold thousands)."""
+    shown = ", ".join(repr(n) for n in names[:_MAX_LISTED_MEMBERS]) or "none"
+    more = len(names) - _MAX_LISTED_MEMBERS
+    return shown + (f" ... and {more} more" if more > 0 else "")
+
+
+def _has_known_header(zf: zipfile.ZipFile, member: str) -> bool:
+    """Whether a zip member's first line names one of this module's formats (binary members are not)."""
+    try:
+        with io.TextIOWrapper(zf.open(member), encoding="utf-8-sig", newline="") as f:
+            line = f.readline(_MAX_HEADER_CHARS)
+    except _READ_ERRORS:
+        return False
+    return _kind(_split_header(line)) is not None
+
+
+def _open_binary(src: CSVSource):
+    """The CSV's (decompressed) bytes as a binary file object."""
+    if src.compression == "zip":
+        with zipfile.ZipFile(src.path) as zf:
+            # The member keeps the archive's file open until the member itself is closed.
+            return zf.open(src.member)
+    if src.compression == "gzip":
+        return gzip.open(src.path, "rb")
+    return open(src.path, "rb")
+
+
+def open_text(path: str | os.PathLike | CSVSource) -> io.TextIOBase:
+    """Open a plain, gzip- or zip-compressed CSV as text (compression decided by content, not the name).
+
+    ``utf-8-sig`` drops the byte-order mark Excel's "CSV UTF-8" writes.
+    """
+    src = path if isinstance(path, CSVSource) else resolve_source(path)
+    return io.TextIOWrapper(_open_binary(src), encoding="utf-8-sig", newline="")
+
+
+def _arrow_input(src: CSVSource):
+    """A pyarrow input stream over the CSV's bytes; a zip member streams through Python (Arrow cannot open zips)."""
+    if src.compression == "zip":
+        return pa.PythonFile(_open_binary(src), mode="r")
+    return pa.input_stream(src.path, compression=src.compression)
+
+
+def _split_header(line: str) -> tuple[str, ...]:
+    """Header names, stripped of spaces, quotes and a byte-order mark (the icml variant spaces its names)."""
+    return tuple(c.strip().strip('"') for c in line.lstrip("\ufeff").rstrip("\r\n").split(","))
+
+
+def _kind(cols: tuple[str, ...]) -> str | None:
+    """The format a header names, before its columns are checked; None for anything else."""
+    names = set(cols)
+    if "pixels" in names:
+        return FER
+    if "Image" in names and "ImageId" in names:
+        return KEYPOINTS_TEST
+    if "image" in names and "Image" not in names:
+        return PHOTO_POINTS
+    if "Image" in names:
+        return KEYPOINTS
+    return None
 
 
 def detect_format(path: str | os.PathLike, image_size: int | None = None) -> CSVFormat:
@@ -102,19 +224,21 @@ def detect_format(path: str | os.PathLike, image_size: int | None = None) -> CSV
 
     ``image_size`` overrides the default side (48 for FER2013, 96 for keypoints).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+    return _detect(resolve_source(path), image_size)
+
+
+def _detect(src: CSVSource, image_size: int | None) -> CSVFormat:
+    """:func:`detect_format` for a resolved source; errors name ``src.name``."""
+    path = src.name
     try:
-        with open_text(path) as f:
-            header = f.readline()
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
+        with open_text(src) as f:
+            header = f.readline(_MAX_HEADER_CHARS)
+    except _READ_ERRORS as e:
         raise CSVFormatError(path, 1, None, f"not a readable text/CSV file ({e})") from None
     if not header.strip():
         raise CSVFormatError(path, None, None, "the file is empty (no header line)")
-    cols = tuple(c.strip().strip('"') for c in header.rstrip("\r\n").split(","))
-    names = set(cols)
-    if len(names) != len(cols):
+    cols = _split_header(header)
+    if len(set(cols)) != len(cols):
         dup = sorted({c for c in cols if cols.count(c) > 1})
         raise CSVFormatError(path, 1, dup[0], "duplicate column in header")
 
@@ -123,15 +247,16 @@ def detect_format(path: str | os.PathLike, image_size: int | None = None) -> CSV
         if extra:
             raise CSVFormatError(path, 1, extra[0], f"unexpected column for a {what} file; expected {sorted(allowed)}")
 
-    if "pixels" in names:
+    kind = _kind(cols)
+    if kind == FER:
         unexpected({"emotion", "pixels", "Usage"}, "FER2013")
         return CSVFormat(FER, cols, "pixels", image_size or 48)
-    if "Image" in names and "ImageId" in names:
+    if kind == KEYPOINTS_TEST:
         unexpected({"ImageId", "Image"}, "keypoints test.csv")
         return CSVFormat(KEYPOINTS_TEST, cols, "Image", image_size or 96)
-    if "image" in names and "Image" not in names:
+    if kind == PHOTO_POINTS:
         return _keypoint_format(path, PHOTO_POINTS, cols, "image", image_size or 96, {"image", "width", "height"})
-    if "Image" in names:
+    if kind == KEYPOINTS:
         return _keypoint_format(path, KEYPOINTS, cols, "Image", image_size or 96, {"Image"})
     raise CSVFormatError(
         path,
@@ -173,10 +298,10 @@ class RawTable:
         return self.table.num_rows
 
 
-def _find_lines(path: str, n_expected_cols: int) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+def _find_lines(src: CSVSource, n_expected_cols: int) -> tuple[list[int], list[int], list[tuple[int, int]]]:
     """Slow path, only when pyarrow found malformed rows: (good lines, blank lines, [(bad line, n cols)])."""
     good, blank, bad = [], [], []
-    with open_text(path) as f:
+    with open_text(src) as f:
         f.readline()
         for i, line in enumerate(f, start=2):
             s = line.rstrip("\r\n")
@@ -195,8 +320,9 @@ def read_raw(path: str | os.PathLike, image_size: int | None = None) -> RawTable
     :func:`parse_rows`. Callers then apply the policy with :func:`raise_or_record`, which raises
     for the earliest bad line unless bad rows are to be skipped.
     """
-    path = str(path)
-    fmt = detect_format(path, image_size)
+    src = resolve_source(path)
+    path = src.name  # what errors and RawTable.path call the file: archive.zip:member.csv for a zip
+    fmt = _detect(src, image_size)
     ncols = len(fmt.columns)
     malformed: list[tuple] = []
 
@@ -211,7 +337,7 @@ def read_raw(path: str | os.PathLike, image_size: int | None = None) -> RawTable
         quoted_strings_can_be_null=True,
     )
     try:
-        with _arrow_input(path) as stream:
+        with _arrow_input(src) as stream:
             table = pacsv.read_csv(
                 stream,
                 read_options=pacsv.ReadOptions(column_names=list(fmt.columns), skip_rows=1, block_size=1 << 24),
@@ -220,13 +346,15 @@ def read_raw(path: str | os.PathLike, image_size: int | None = None) -> RawTable
             )
     except pa.ArrowInvalid as e:
         raise CSVFormatError(path, None, None, f"could not parse as CSV: {e}") from None
+    except _CORRUPT as e:  # a corrupt zip member surfaces as a Python error through pa.PythonFile
+        raise CSVFormatError(path, None, None, f"could not read the file ({e})") from None
 
     skipped: list[BadRow] = []
     blank: list[int] = []
     n = table.num_rows
     if malformed:
         # pyarrow drops malformed rows and (multi-threaded) cannot say where they were: find their lines.
-        good, blank, bad = _find_lines(path, ncols)
+        good, blank, bad = _find_lines(src, ncols)
         for line, found in bad:
             skipped.append(BadRow(line, None, f"expected {ncols} columns ({','.join(fmt.columns)}), found {found}"))
         lines = np.asarray(sorted(good + blank), dtype=np.int64)
