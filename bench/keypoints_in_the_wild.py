@@ -56,7 +56,7 @@ def match_faces(df, rows, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.
     """
     from facepipe.annotate.schema import keypoint_columns
 
-    cols = keypoint_columns(names)
+    cols = [c for pair in keypoint_columns(names) for c in pair]
     ok = df[df["status"] == "ok"]
     by_path = {p: g for p, g in ok.groupby("path")}
     n, k = len(rows), len(names)
@@ -101,7 +101,7 @@ def summarise(nme_face: np.ndarray, threshold: float) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
-    import facepipe
+    from facepipe.annotate import annotate, read_annotations
     from facepipe.annotate.crop import crop_to_image, square_crop
     from facepipe.annotate.prepare import DEFAULT_MARGIN
     from facepipe.data.photos import nme, read_photo_rows
@@ -139,9 +139,9 @@ def main(args: argparse.Namespace) -> dict:
             em_model = write_untrained_models(Path(tmp) / "placeholder", small_emotion=True)[1]
             em_note = "untrained placeholder (emotion not measured)"
         t0 = time.perf_counter()
-        facepipe.annotate(inp, out, kp_model, em_model, plots="none", verbose=False)
+        annotate(inp, out, kp_model, em_model, plots="none", verbose=False)
         seconds = time.perf_counter() - t0
-        df = facepipe.read_annotations(out)
+        df = read_annotations(out)
 
     found, pred, boxes = match_faces(df, rows, names)
     true = rows.points[found].astype(np.float64)

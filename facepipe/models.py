@@ -55,19 +55,61 @@ class _WidthResNet(torchvision.models.ResNet):
         return super()._make_layer(block, planes * self._width // 64, blocks, stride, dilate)
 
 
+class IntegralHead(nn.Module):
+    """Heatmaps from the last feature map, read out as coordinates by their expectation.
+
+    Deconvolutions upsample the ResNet's last stage (stride 32) by ``2**upsample`` (Xiao et al.
+    2018, "Simple Baselines"); each point's heatmap is a softmax over positions and its coordinate
+    the expected cell centre (Sun et al. 2018, integral regression), in [-1, 1] of the input like
+    the pooled head's, so the loss, the TTA and everything downstream are unchanged.
+    """
+
+    def __init__(self, in_channels: int, num_points: int, channels: int = 64, upsample: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for _ in range(upsample):
+            layers += [nn.ConvTranspose2d(c, channels, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+            c = channels
+        layers.append(nn.Conv2d(c, num_points, 1))
+        self.layers = nn.Sequential(*layers)
+        self.stride = 32 // 2**upsample
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hm = self.layers(features).float()
+        n, k, h, w = hm.shape
+        prob = hm.flatten(2).softmax(-1).view(n, k, h, w)
+        size_x, size_y = w * self.stride, h * self.stride
+
+        # Cell j covers input pixels [j*stride, (j+1)*stride): its centre, in the [-1, 1] scale of to_pixels.
+        def centres(cells: int, size: int) -> torch.Tensor:
+            px = (torch.arange(cells, device=hm.device, dtype=hm.dtype) + 0.5) * self.stride - 0.5
+            return px / ((size - 1) / 2.0) - 1.0
+
+        x = (prob.sum(2) * centres(w, size_x)).sum(-1)
+        y = (prob.sum(3) * centres(h, size_y)).sum(-1)
+        return torch.stack([x, y], dim=-1)
+
+
 class KeypointResNet(nn.Module):
-    """torchvision ResNet with a 1-channel stem and a regression head for ``num_points`` (x, y).
+    """torchvision ResNet with a 1-channel stem and a head for ``num_points`` (x, y).
 
     ``width`` is the first stage's channel count (64 in the standard ResNet; the later stages
     double it): 24 or 32 keep a ResNet18 within a few MB for shipping inside the package.
+    ``head``: ``pool`` regresses the coordinates from globally pooled features; ``integral``
+    reads them from upsampled heatmaps (:class:`IntegralHead`), which keeps where features are.
     """
 
-    def __init__(self, num_points: int, depth: str = "resnet18", dropout: float = 0.0, width: int = 64):
+    HEADS = ("pool", "integral")
+
+    def __init__(self, num_points: int, depth: str = "resnet18", dropout: float = 0.0, width: int = 64, head: str = "pool"):
         super().__init__()
         if depth not in RESNETS:
             raise ValueError(f"unknown ResNet {depth!r}; choose one of {RESNETS}")
         if width < 8 or width % 8:
             raise ValueError(f"width must be a multiple of 8 (>= 8), got {width}")
+        if head not in self.HEADS:
+            raise ValueError(f"unknown keypoint head {head!r}; choose one of {self.HEADS}")
         if width == 64:
             net = getattr(torchvision.models, depth)(weights=None, num_classes=2 * num_points)
         else:
@@ -75,12 +117,21 @@ class KeypointResNet(nn.Module):
         # Keep the standard stride-2 stem: a stride-1 stem is ~17x slower on CPU for little gain.
         net.conv1 = nn.Conv2d(1, width, kernel_size=7, stride=2, padding=3, bias=False)
         in_features = net.fc.in_features if width == 64 else 8 * width * (4 if depth == "resnet50" else 1)
-        net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, 2 * num_points)) if dropout else nn.Linear(in_features, 2 * num_points)
+        if head == "integral":
+            net.fc = nn.Identity()  # unused: forward stops before the pooling
+            self.head = IntegralHead(in_features, num_points)
+        else:
+            net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, 2 * num_points)) if dropout else nn.Linear(in_features, 2 * num_points)
         self.net = net
         self.num_points = num_points
+        self.head_type = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).view(-1, self.num_points, 2)
+        if self.head_type == "pool":
+            return self.net(x).view(-1, self.num_points, 2)
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        return self.head(n.layer4(n.layer3(n.layer2(n.layer1(x)))))
 
 
 class EmotionCNN(nn.Module):

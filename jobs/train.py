@@ -40,6 +40,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--label-smoothing", type=float, default=0.1, help="emotion cross-entropy label smoothing")
     g.add_argument("--arch", default=None, help="keypoints: resnet18|resnet34|resnet50; emotion: vgg_cnn (default: resnet18 / vgg_cnn)")
     g.add_argument("--width", type=int, default=None, help="keypoints ResNet: channels of the first stage, doubled per stage (default: 64, the standard ResNet)")
+    g.add_argument("--head", default=None, choices=["pool", "integral"],
+                   help="keypoints ResNet head: pool (global pooling + linear) or integral (heatmaps read out by their expectation) (default: pool)")
     g.add_argument("--widths", type=int, nargs="+", default=None, help="emotion CNN channels per block (default: 32 64 128 256)")
     g.add_argument("--convs-per-block", type=int, default=None, help="emotion CNN convs per block (default: 2)")
     g.add_argument("--dropout", type=float, default=None, help="emotion CNN dropout before the head (default: 0.3)")
@@ -106,8 +108,8 @@ def build_config(args: argparse.Namespace, task: str, data: str):
     augment = AugmentConfig.none().to_dict() if args.no_augment else {v: getattr(args, k) for k, v in aug_fields.items() if getattr(args, k) is not None}
     arch_flags = {"widths": args.widths, "convs_per_block": args.convs_per_block, "dropout": args.dropout, "block_dropout": args.block_dropout}
     given = {k: v for k, v in arch_flags.items() if v is not None} if task == "emotion" else {}
-    if task == "keypoints" and args.width is not None:
-        given = {"width": args.width}
+    if task == "keypoints":
+        given = {k: v for k, v in (("width", args.width), ("head", args.head)) if v is not None}
     arch_args = {**DEFAULT_ARCH[task][1], **given} if given else None
     return TrainConfig(
         task=task, data=data, output=args.output, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

@@ -1,0 +1,73 @@
+"""Keypoint networks: narrow ResNets, the integral (heatmap) head, float16 model directories."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from facepipe import models
+from facepipe.data.schema import KeypointSchema
+
+
+def test_width_scales_every_stage_of_the_resnet():
+    full = models.KeypointResNet(15, "resnet18")
+    narrow = models.KeypointResNet(15, "resnet18", width=24)
+    assert [m.out_channels for m in narrow.modules() if isinstance(m, nn.Conv2d)][-1] == 8 * 24
+    assert models.count_parameters(narrow) < models.count_parameters(full) / 6
+    for net in (full, narrow, models.KeypointResNet(15, "resnet34", width=16)):
+        assert net(torch.zeros(2, 1, 96, 96)).shape == (2, 15, 2)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        models.KeypointResNet(15, width=20)
+    with pytest.raises(ValueError, match="unknown keypoint head"):
+        models.KeypointResNet(15, head="dense")
+
+
+def test_integral_head_reads_a_peak_as_its_cell_centre_in_input_pixels():
+    head = models.IntegralHead(8, 2)
+
+    class Peaks(nn.Module):
+        def forward(self, features):
+            hm = torch.full((1, 2, 24, 24), -1e4)
+            hm[0, 0, 5, 10] = 0.0  # row 5, column 10 of a stride-4 map over a 96-px input
+            hm[0, 1, 23, 0] = 0.0
+            return hm
+
+    head.layers = Peaks()
+    xy = models.to_pixels(head(torch.zeros(1, 8, 3, 3)), 96)
+    # Cell j covers pixels [4j, 4j+4): its centre is x = 4j + 1.5 (pixel-centre convention).
+    torch.testing.assert_close(xy[0], torch.tensor([[41.5, 21.5], [1.5, 93.5]]))
+
+
+def test_integral_head_model_trains_and_flips_like_the_pooled_one():
+    torch.manual_seed(0)
+    net = models.build_model("keypoints", "resnet18", {"width": 16, "head": "integral"}, 15)
+    x = torch.rand(8, 1, 96, 96).contiguous(memory_format=torch.channels_last)
+    target = torch.rand(8, 15, 2) * 2 - 1
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    losses = []
+    for _ in range(30):
+        loss = ((net(x) - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]  # the gradient reaches the backbone through the softmax
+
+
+def test_float16_model_directory_loads_back_into_fp32(tmp_path):
+    names = list(KeypointSchema.kaggle().names)
+    net = models.build_model("keypoints", "resnet18", {"width": 16, "head": "integral"}, 15)
+    meta = models.make_meta("keypoints", "resnet18", {"width": 16, "head": "integral"}, 96, names, 0.5, 0.25)
+    d32 = models.save_model_dir(tmp_path / "fp32", net, meta)
+    d16 = models.save_model_dir(tmp_path / "fp16", net, meta, dtype=torch.float16)
+    assert (d16 / "weights.pt").stat().st_size < 0.6 * (d32 / "weights.pt").stat().st_size
+    m16 = json.loads((d16 / "meta.json").read_text())
+    assert m16["weights_dtype"] == "float16" and hashlib.sha256((d16 / "weights.pt").read_bytes()).hexdigest() == m16["weights_sha256"]
+    loaded, _ = models.load_model(d16)
+    for (k, a), b in zip(net.state_dict().items(), loaded.state_dict().values()):
+        assert b.dtype == a.dtype  # fp32 network, fp16-rounded values
+        if a.is_floating_point():
+            torch.testing.assert_close(b, a.to(torch.float16).to(a.dtype), rtol=0, atol=0)
