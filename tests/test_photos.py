@@ -206,3 +206,29 @@ def test_a_photo_source_trains_evaluates_and_annotates_with_its_framing(photos, 
     _, em = write_untrained_models(tmp_path / "untrained", small_emotion=True)
     res = facepipe.predict(face_photo, result.model_dir, em)
     assert res["status"] == "ok" and res["faces"][0]["keypoints_array"].shape == (15, 2)
+
+
+def test_ibug68_points_flip_to_their_mirror_twins():
+    from facepipe.data.schema import KeypointSchema
+
+    schema = KeypointSchema.from_names([f"p{i:02d}" for i in range(68)])
+    perm = schema.flip_permutation
+    assert (perm[perm] == np.arange(68)).all()  # an involution
+    for a, b in ((0, 16), (8, 8), (36, 45), (39, 42), (30, 30), (48, 54), (62, 62), (65, 67)):
+        assert perm[a] == b and perm[b] == a
+
+
+def test_ibug68_mirror_on_real_labels_keeps_the_face_layout():
+    """Mirrored real faces, relabelled by the permutation, look like faces: every left/right pair keeps its side."""
+    import pandas as pd
+
+    from facepipe.data.schema import KeypointSchema
+
+    df = pd.read_csv(shared_file("keypoints/ytf_frames/ytf_frames_68.csv"), nrows=200)
+    pts = np.stack([df[[f"p{i:02d}_x", f"p{i:02d}_y"]].to_numpy() for i in range(68)], axis=1)
+    perm = KeypointSchema.from_names([f"p{i:02d}" for i in range(68)]).flip_permutation
+    mirrored = pts.copy()
+    mirrored[..., 0] = df["width"].to_numpy()[:, None] - 1 - pts[..., 0]
+    mirrored = mirrored[:, perm]
+    for a, b in ((36, 45), (48, 54), (0, 16), (17, 26)):  # image-left point stays left of its twin
+        assert (pts[:, a, 0] < pts[:, b, 0]).mean() > 0.95 and (mirrored[:, a, 0] < mirrored[:, b, 0]).mean() > 0.95

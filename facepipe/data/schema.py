@@ -28,8 +28,18 @@ KAGGLE_KEYPOINT_COLUMNS: tuple[str, ...] = tuple(
 )
 
 
+#: iBUG-68 mirror pairs (0-16 jaw, 17-26 brows, 27-35 nose, 36-47 eyes, 48-67 mouth), for points
+#: named ``p00``..``p67`` as in ``ytf_frames_68.csv``, whose names carry no side.
+_IBUG68_PAIRS = [(i, 16 - i) for i in range(8)] + [(17 + i, 26 - i) for i in range(5)] + [(31, 35), (32, 34)] + [
+    (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46), (48, 54), (49, 53), (50, 52), (55, 59), (56, 58),
+    (60, 64), (61, 63), (65, 67)]
+_IBUG68_MIRROR = {f"p{a:02d}": f"p{b:02d}" for a, b in _IBUG68_PAIRS} | {f"p{b:02d}": f"p{a:02d}" for a, b in _IBUG68_PAIRS}
+
+
 def _mirror_name(name: str) -> str | None:
-    """The name of the mirrored point ('left' <-> 'right'), or None if the name has no side."""
+    """The name of the mirrored point ('left' <-> 'right', or its iBUG-68 twin), or None if the name has no side."""
+    if name in _IBUG68_MIRROR:
+        return _IBUG68_MIRROR[name]
     tokens = name.split("_")
     swapped = [{"left": "right", "right": "left"}.get(t, t) for t in tokens]
     return "_".join(swapped) if swapped != tokens else None
