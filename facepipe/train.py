@@ -28,7 +28,7 @@ import torch
 
 from facepipe import models
 from facepipe.augment import AugmentConfig
-from facepipe.data.kaggle import FER
+from facepipe.data.kaggle import FER, FER_FRAME_MARGIN
 from facepipe.data.ray_datasets import DATA_TASK_CPUS, FER_TRAIN, FER_VAL, PHOTO_COLUMNS, EpochClock, augment_train_batch, load_splits
 from facepipe.data.schema import EMOTIONS, KeypointSchema
 from facepipe.tasks import add_sums, get_task
@@ -81,7 +81,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     #: Photo sources: the folder the CSV's image names are relative to (default: the CSV's folder).
     images: str | None = None
-    #: Photo sources: crop margin around the detector's box (default: annotation's).
+    #: Crop margin around the detector's box at annotation, recorded in meta.json (default: photo
+    #: sources annotation's 0.15; FER2013 FER_FRAME_MARGIN, which reproduces FER's framing).
     margin: float | None = None
     #: Store the exported weights in this floating-point type (e.g. "float16" to ship them).
     weights_dtype: str | None = None
@@ -395,6 +396,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         # Annotation crops this model's input with exactly this framing (facepipe.annotate.prepare).
         meta["framing"] = {"margin": photo["framing"]["margin"], "detector": photo["detector_description"], "detector_config": photo["detector"],
                            "box_noise": photo["framing"], "box_from_points": photo["box_model"]}
+    elif fmt.name == FER:
+        meta["framing"] = {"margin": FER_FRAME_MARGIN if cfg.margin is None else cfg.margin,
+                           "measured": "FER2013's frame against the Haar box: bench/results/emotion_framing.md"}
 
     columns = ["image", "line", *task.label_columns]
     train_columns = list(PHOTO_COLUMNS) if photo else columns

@@ -121,6 +121,10 @@ def test_one_worker_emotion_stop_and_resume(gen_data, tmp_path, ray_session):
     resumed = train(config("emotion", gen_data["emotion"], tmp_path, resume=True))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[0] == first.history[0]  # the history came back from the checkpoint
+    from facepipe.data.kaggle import FER_FRAME_MARGIN
+
+    # annotation crops this model's input with FER2013's framing (facepipe.annotate.prepare.model_margins)
+    assert json.loads((resumed.model_dir / "meta.json").read_text())["framing"]["margin"] == FER_FRAME_MARGIN
     losses = [h["train_loss"] for h in resumed.history]
     assert losses[-1] < losses[0]
 

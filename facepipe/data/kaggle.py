@@ -34,6 +34,10 @@ from facepipe.data.schema import EMOTIONS, FER_USAGES, KeypointSchema
 FER = "fer2013"
 KEYPOINTS = "keypoints"
 KEYPOINTS_TEST = "keypoints_test"
+#: The crop margin around the annotation detector's box that reproduces FER2013's own framing
+#: (median Haar box = 1/1.036 of the frame, centred; bench/results/emotion_framing.md): emotion
+#: models trained on FER2013 record it in meta.json, and annotation crops their input with it.
+FER_FRAME_MARGIN = 0.02
 #: Photos + points in image pixels (``image[,width,height],<point>_x,<point>_y,...``): see facepipe.data.photos.
 PHOTO_POINTS = "photo_points"
 
