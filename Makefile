@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-demo bench
+.PHONY: demo test install clean-demo bench weights-keypoints
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,3 +24,14 @@ test: $(STAMP)
 
 clean-demo:
 	rm -rf demo_output
+
+# Rebuild the shipped keypoint model (facepipe/weights/keypoints) from the real data in ../shared:
+# about 15 minutes on 2 cores. The model card (README.md there) states what this gave.
+SHARED ?= ../shared/data
+KP_FRAMES := $(SHARED)/keypoints/ytf_frames
+weights-keypoints: $(STAMP)
+	rm -rf runs/weights-keypoints
+	$(PY) jobs/train.py --task keypoints --data $(KP_FRAMES)/ytf_frames_kaggle15.csv --images $(KP_FRAMES)/frames \
+	    --output runs/weights-keypoints $(KP_RECIPE) --weights-dtype float16 --no-tta
+	cp runs/weights-keypoints/keypoints/model/weights.pt runs/weights-keypoints/keypoints/model/meta.json facepipe/weights/keypoints/
+	$(PY) bench/keypoints_in_the_wild.py --keypoints-model facepipe/weights/keypoints
