@@ -13,8 +13,8 @@ Data conventions (Ray Data ``map_batches`` batches are dicts of numpy arrays):
 * ``mask`` (optional, only with keypoints): bool ``[B, K]``, True where a point is present.
 * any other column is passed through untouched.
 
-Apply augmentation to the training split only; :func:`hflip_batch` and
-:func:`unflip_keypoints` are the deterministic pieces used for test-time augmentation.
+Apply augmentation to the training split only; :func:`hflip_batch` and :func:`unflip_keypoints`
+are deterministic flips (the models' flip TTA is :func:`facepipe.models.predict_images`).
 
 Warping uses ``cv2.warpAffine`` per sample (bilinear, replicated border). On a 2-core CPU it
 was 2-4x faster than a batched torch ``affine_grid``/``grid_sample`` (64 images: ~1.6-2 ms vs
@@ -75,7 +75,7 @@ def _help(text: str) -> dict[str, str]:
 class AugmentConfig:
     """Random augmentation parameters (training split only).
 
-    Each field's ``metadata["help"]`` is a one-line description a CLI can reuse.
+    Each field's ``metadata["help"]`` is a one-line description of it.
 
     * ``hflip``: probability of a horizontal (mirror) flip; keypoints are relabelled
       left <-> right with the schema's flip permutation.
@@ -421,7 +421,7 @@ def augment_batch(batch: Mapping[str, np.ndarray], config: AugmentConfig, rng: n
 
 def hflip_batch(batch: Mapping[str, np.ndarray],
                 flip_permutation: np.ndarray | Sequence[int] | None = None) -> dict[str, np.ndarray]:
-    """Deterministically mirror every sample (test-time augmentation).
+    """Deterministically mirror every sample (images, points relabelled left/right).
 
     Uses the same matrices/warp/point code as :func:`augment_batch`. ``flip_permutation`` is
     required when the batch has keypoints.

@@ -4,8 +4,9 @@ Data flow: :func:`facepipe.data.ray_datasets.load_splits` parses the CSV in Ray 
 training split is augmented in Ray Data ``map_batches`` tasks (re-run every epoch, seeded by
 row and epoch); ``TorchTrainer`` workers pull batches from their shard, train, evaluate their
 validation shard (sums all-reduced across workers) and report metrics with a checkpoint holding
-everything needed to resume. A run started again with the same ``name``/``storage_path`` resumes
-from its last checkpoint (Ray Train V2), continuing the epoch count and the metrics history.
+everything needed to resume. A run started again with the same ``name``/``storage_path`` and
+``resume=True`` (``--resume``) resumes from its last checkpoint (Ray Train V2), continuing the
+epoch count and the metrics history; without it an existing run is refused, never overwritten.
 """
 from __future__ import annotations
 
