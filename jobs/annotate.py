@@ -32,7 +32,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="OUT", help="output folder (created; reused by reruns)")
     p.add_argument("--keypoints-model", default=None, metavar="MODEL_DIR",
                    help="keypoint model directory (weights.pt + meta.json) (default: the model shipped in facepipe/weights/keypoints)")
-    p.add_argument("--emotion-model", required=True, metavar="MODEL_DIR", help="emotion model directory (weights.pt + meta.json)")
+    p.add_argument("--emotion-model", default=None, metavar="MODEL_DIR",
+                   help="emotion model directory (weights.pt + meta.json) (default: the model shipped in facepipe/weights/emotion)")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders (default: top level only)")
     p.add_argument("--glob", default="*", metavar="PATTERN", help="file name pattern, fnmatch (default: %(default)s: every file, by content)")
     p.add_argument("--include-hidden", action="store_true", help="also take files and folders whose name starts with '.' (default: skipped)")

@@ -175,8 +175,8 @@ def predict(
 
     ``images``: one item or a list of items; an item is a file path, encoded image bytes, or a
     decoded array (OpenCV layout: gray / BGR / BGRA, 8 or 16 bit). Models are model directories
-    (loaded once per process and cached) or a ready ``annotator``; without ``keypoints_model``
-    the keypoint model shipped in the package is used. With ``detect=False`` each image
+    (loaded once per process and cached) or a ready ``annotator``; a model not given is the one
+    shipped in the package (``facepipe/weights/<task>``). With ``detect=False`` each image
     is taken as one face crop (like the Kaggle / FER2013 images) instead of running the detector.
 
     Returns one dict per item (a single dict for a single item)::
@@ -191,8 +191,7 @@ def predict(
     """
     if annotator is None:
         keypoints_model = default_model("keypoints", keypoints_model)
-        if emotion_model is None:
-            raise ValueError("predict needs an emotion_model directory (or an annotator)")
+        emotion_model = default_model("emotion", emotion_model)
         annotator = _cached_annotator(str(Path(keypoints_model).resolve()), str(Path(emotion_model).resolve()), device, int(batch_size))
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)

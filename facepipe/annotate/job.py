@@ -90,8 +90,8 @@ def _validate(inputs, output, keypoints_model, emotion_model, detector, plots, b
 def annotate(
     inputs: str | os.PathLike | list[str | os.PathLike],
     output: str | os.PathLike,
-    keypoints_model: str | os.PathLike | None,
-    emotion_model: str | os.PathLike,
+    keypoints_model: str | os.PathLike | None = None,
+    emotion_model: str | os.PathLike | None = None,
     *,
     recursive: bool = False,
     glob: str = "*",
@@ -128,6 +128,7 @@ def annotate(
         raise AnnotateError("prepare_num_cpus and infer_num_cpus must be > 0 and num_cpus >= 1")
     try:
         keypoints_model = default_model("keypoints", keypoints_model)
+        emotion_model = default_model("emotion", emotion_model)
     except FileNotFoundError as e:
         raise AnnotateError(str(e)) from None
     kp_meta, em_meta, det = _validate(inputs, output, keypoints_model, emotion_model, detector, plots, batch_size, concurrency, plot_samples, files_per_task, margin)
