@@ -28,7 +28,7 @@ _DET = DetectorConfig()
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", nargs="+", required=True, metavar="DIR", help="one or more image folders")
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="image files and/or folders (a file is taken whatever its name; a folder by --glob)")
     p.add_argument("--output", required=True, metavar="OUT", help="output folder (created; reused by reruns)")
     p.add_argument("--keypoints-model", default=None, metavar="MODEL_DIR",
                    help="keypoint model directory (weights.pt + meta.json) (default: the model shipped in facepipe/weights/keypoints)")

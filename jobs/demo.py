@@ -6,9 +6,9 @@
 4. evaluates them (OUTPUT/<task>/eval: metrics.json, reports, confusion matrix, RMSE plots),
 5. annotates a small folder of generated photos plus matplotlib's real grace_hopper.jpg
    (OUTPUT/annotate: Parquet, annotated images, summary plots, summary.json),
-6. annotates the same folder again with the keypoint model shipped in the package (trained on real
-   photos) and the demo's emotion model (OUTPUT/annotate_shipped): the demo's own models learnt
-   generated faces only.
+6. annotates the same folder again with the models shipped in the package, trained on real faces
+   (OUTPUT/annotate_shipped; the demo's emotion model where no emotion model ships): the demo's own
+   models learnt generated faces only.
 """
 from __future__ import annotations
 
@@ -59,18 +59,18 @@ def main(args: argparse.Namespace) -> dict:
         summary[task] = {k: metrics[k] for k in ("rmse_px", "accuracy", "split", "images") if k in metrics}
     ann = annotate_demo(out / "annotate", models["keypoints"], models["emotion"], n_generated=args.photos)
     summary["annotate"] = {k: ann[k] for k in ("images", "faces", "status_counts") if k in ann}
-    shipped = shipped_model("keypoints")
-    if shipped is not None:
-        ann = annotate([out / "annotate" / "images"], out / "annotate_shipped", shipped, models["emotion"], plots="all")
-        summary["annotate_shipped"] = {"keypoints_model": str(shipped), "emotion_model": str(models["emotion"]),
-                                       **{k: ann[k] for k in ("images", "faces", "status_counts") if k in ann}}
+    shipped = {t: shipped_model(t) for t in ("keypoints", "emotion")}
+    if shipped["keypoints"] is not None:
+        used = {"keypoints_model": shipped["keypoints"], "emotion_model": shipped["emotion"] or models["emotion"]}
+        ann = annotate([out / "annotate" / "images"], out / "annotate_shipped", plots="all", **used)
+        summary["annotate_shipped"] = {**{k: str(v) for k, v in used.items()}, **{k: ann[k] for k in ("images", "faces", "status_counts") if k in ann}}
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print(f"demo: keypoints RMSE {summary['keypoints']['rmse_px']:.2f} px, emotion accuracy {summary['emotion']['accuracy']:.3f}, "
           f"annotated {summary['annotate']} in {summary['seconds']:.0f} s -> {out}", flush=True)
     if "annotate_shipped" in summary:
-        print(f"demo: {out / 'annotate'} used the models trained just now on generated faces; {out / 'annotate_shipped'} used the "
-              f"shipped keypoint model {summary['annotate_shipped']['keypoints_model']} (trained on real photos)", flush=True)
+        print(f"demo: {out / 'annotate'} used the models trained just now on generated faces; {out / 'annotate_shipped'} used "
+              f"{summary['annotate_shipped']['keypoints_model']} and {summary['annotate_shipped']['emotion_model']}", flush=True)
     return summary
 
 

@@ -234,7 +234,7 @@ def test_cli_help_and_bad_arguments(models, tmp_path):
     assert "(default: 64)" in h.stdout and "(default: sample)" in h.stdout
     (tmp_path / "in").mkdir()
     cases = [
-        (["--input", tmp_path / "missing", "--output", tmp_path / "o", "--keypoints-model", kp_dir, "--emotion-model", em_dir], "input folder not found"),
+        (["--input", tmp_path / "missing", "--output", tmp_path / "o", "--keypoints-model", kp_dir, "--emotion-model", em_dir], "input not found (no such file or folder)"),
         (["--input", tmp_path / "in", "--output", tmp_path / "o", "--keypoints-model", em_dir, "--emotion-model", em_dir], "expected a 'keypoints' model"),
         (["--input", tmp_path / "in", "--output", tmp_path / "o", "--keypoints-model", kp_dir, "--emotion-model", em_dir, "--cascade", "nope.xml"], "no Haar cascade"),
     ]

@@ -133,6 +133,17 @@ def test_list_files(tmp_path):
     assert roots == {"a", "a~2"}  # two inputs named alike stay distinct
 
 
+def test_list_files_takes_files_as_named_and_lists_each_file_once(tmp_path):
+    (tmp_path / "a").mkdir()
+    for p in ("a/x.jpg", "a/y.png", "a/.dot.jpg"):
+        (tmp_path / p).write_bytes(b"x")
+    one = list_files([tmp_path / "a" / ".dot.jpg"])  # a file named alone is taken, hidden or not
+    assert [(e.root, e.path) for e in one] == [("a", ".dot.jpg")] and one[0].input_root == str((tmp_path / "a").resolve())
+    # the same keys as when its folder is annotated, so incremental runs recognise it
+    both = list_files([tmp_path / "a" / "x.jpg", tmp_path / "a", tmp_path / "a" / "y.png"])
+    assert [(e.root, e.path) for e in both] == [("a", "x.jpg"), ("a", "y.png")]
+
+
 # --- crops and the one mapping back to image pixels -----------------------------------------
 
 

@@ -61,14 +61,26 @@ class FileEntry:
         return (self.root, self.path)
 
 
+def input_root(path: str | os.PathLike) -> Path:
+    """The folder an input stands for: itself, or a file's folder (so a file named alone gets the
+    same root and path as when its folder is annotated)."""
+    p = Path(path).resolve()
+    return p.parent if p.is_file() else p
+
+
 def root_labels(inputs: list[str | os.PathLike]) -> list[str]:
-    """One label per input folder: its name, with ``~2``, ``~3`` ... added when two share a name."""
+    """One label per input: its folder's name, with ``~2``, ``~3`` ... added when two different
+    folders share a name (inputs in the same folder share its label)."""
     labels: list[str] = []
+    by_root: dict[Path, str] = {}
     seen: dict[str, int] = {}
     for d in inputs:
-        name = Path(d).resolve().name or "root"
-        seen[name] = seen.get(name, 0) + 1
-        labels.append(name if seen[name] == 1 else f"{name}~{seen[name]}")
+        root = input_root(d)
+        if root not in by_root:
+            name = root.name or "root"
+            seen[name] = seen.get(name, 0) + 1
+            by_root[root] = name if seen[name] == 1 else f"{name}~{seen[name]}"
+        labels.append(by_root[root])
     return labels
 
 
@@ -78,16 +90,23 @@ def list_files(
     pattern: str = "*",
     include_hidden: bool = False,
 ) -> list[FileEntry]:
-    """Regular files under each input folder whose name matches ``pattern`` (fnmatch, case-sensitive).
+    """Regular files under each input folder whose name matches ``pattern`` (fnmatch, case-sensitive),
+    and each input that is a file itself (taken as named, whatever its name).
 
     Hidden files and folders (name starting with ``.``) are skipped unless ``include_hidden``.
-    Symlinks to files are followed; the order is sorted by (root, path) so runs are reproducible.
+    Symlinks to files are followed; the order is sorted by (root, path) so runs are reproducible,
+    and a file reached twice (named alone and inside a named folder) is listed once.
     """
-    entries: list[FileEntry] = []
+    entries: dict[tuple[str, str], FileEntry] = {}
     for label, d in zip(root_labels(inputs), inputs):
-        root = Path(d).resolve()
+        root = input_root(d)
+        if Path(d).is_file():
+            full = Path(d).resolve()
+            st = full.stat()
+            entries[(label, full.name)] = FileEntry(label, str(root), full.name, str(full), int(st.st_size), int(st.st_mtime_ns))
+            continue
         if not root.is_dir():
-            raise NotADirectoryError(f"input is not a folder: {d}")
+            raise NotADirectoryError(f"input is neither a file nor a folder: {d}")
         walker = os.walk(root, followlinks=False) if recursive else [(str(root), [], os.listdir(root))]
         for dirpath, dirnames, filenames in walker:
             if not include_hidden:
@@ -105,18 +124,16 @@ def list_files(
                     st = None
                 if st is not None and not _is_regular(st.st_mode):
                     continue
-                entries.append(
-                    FileEntry(
-                        root=label,
-                        input_root=str(root),
-                        path=full.relative_to(root).as_posix(),
-                        abs_path=str(full),
-                        size=int(st.st_size) if st else -1,
-                        mtime_ns=int(st.st_mtime_ns) if st else -1,
-                    )
+                rel = full.relative_to(root).as_posix()
+                entries[(label, rel)] = FileEntry(
+                    root=label,
+                    input_root=str(root),
+                    path=rel,
+                    abs_path=str(full),
+                    size=int(st.st_size) if st else -1,
+                    mtime_ns=int(st.st_mtime_ns) if st else -1,
                 )
-    entries.sort(key=lambda e: (e.root, e.path))
-    return entries
+    return sorted(entries.values(), key=lambda e: (e.root, e.path))
 
 
 def _is_regular(mode: int) -> bool:

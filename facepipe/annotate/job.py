@@ -65,10 +65,10 @@ def _written_by_us(path: str, output: Path) -> bool:
 
 def _validate(inputs, output, keypoints_model, emotion_model, detector, plots, batch_size, concurrency, plot_samples, files_per_task, margin):
     if not inputs:
-        raise AnnotateError("no input folder given")
+        raise AnnotateError("no input file or folder given")
     for d in inputs:
-        if not Path(d).is_dir():
-            raise AnnotateError(f"input folder not found: {d}")
+        if not (Path(d).is_dir() or Path(d).is_file()):
+            raise AnnotateError(f"input not found (no such file or folder): {d}")
     if Path(output).exists() and not Path(output).is_dir():
         raise AnnotateError(f"output exists and is not a folder: {output}")
     if plots not in PLOT_CHOICES:
