@@ -56,6 +56,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="crop margin around a face box, fraction of its side per edge, for models whose meta.json records no framing "
                           "(a model trained on photos is cropped as it was trained) (default: %(default)s)")
     run = p.add_argument_group("execution")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--local", dest="local", action="store_true", default=None,
+                       help="run in this process, without Ray (default: so when at most 200 new files and no RAY_ADDRESS)")
+    where.add_argument("--ray", dest="local", action="store_false", help="run on Ray even for a few files (default: above 200 new files, or with RAY_ADDRESS)")
     run.add_argument("--device", default="auto", help="auto (GPU when the cluster has one), cpu or cuda (default: %(default)s)")
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all; ignored with RAY_ADDRESS)")
     run.add_argument("--files-per-task", type=int, default=8, help="files per decode/detect task (default: %(default)s)")
@@ -112,6 +116,7 @@ def main(args: argparse.Namespace) -> int:
             num_cpus=args.num_cpus,
             progress=args.progress,
             verbose=not args.quiet,
+            local=args.local,
         )
     except AnnotateError as e:
         print(f"annotate: error: {e}", file=sys.stderr)

@@ -164,6 +164,29 @@ def test_odd_corpus_every_file_accounted_for(ray_session, models, tmp_path):
     assert summary["run"]["faces"] == len(ok)
 
 
+def test_in_process_run_writes_the_same_rows_as_the_ray_run(ray_session, models, tmp_path):
+    """``local=True`` runs the same two stages without Ray: same rows, same exactly-once state."""
+    kp_dir, em_dir = models
+    inp = tmp_path / "photos"
+    expected = _write_corpus(inp)
+    runs = {}
+    for local in (False, True):
+        out = tmp_path / f"out_{local}"
+        summary = annotate([inp], out, kp_dir, em_dir, recursive=True, plots="sample", plot_samples=3, part_images=4, num_cpus=2, local=local)
+        assert summary["run"]["executor"] == ("in-process" if local else "ray") and summary["run"]["annotated"] == len(expected)
+        assert len(summary["plots"]) == 3
+        again = annotate([inp], out, kp_dir, em_dir, recursive=True, plots="none", local=local)
+        assert again["run"]["annotated"] == 0 and again["run"]["already_done"] == len(expected)
+        df = read_annotations(out).drop(columns=["run_id", "timestamp", "file_mtime_ns"])
+        runs[local] = df.sort_values(["path", "face_index"], na_position="first").reset_index(drop=True)
+    ray_rows, local_rows = runs[False], runs[True]
+    assert list(ray_rows["path"]) == list(local_rows["path"]) and list(ray_rows["status"]) == list(local_rows["status"])
+    numeric = ray_rows.select_dtypes("number").columns
+    np.testing.assert_allclose(ray_rows[numeric].to_numpy(float), local_rows[numeric].to_numpy(float), atol=1e-4, equal_nan=True)
+    other = [c for c in ray_rows.columns if c not in numeric]
+    assert ray_rows[other].fillna("").astype(str).equals(local_rows[other].fillna("").astype(str))
+
+
 def test_rerun_annotates_only_new_or_changed_files(ray_session, models, tmp_path):
     kp_dir, em_dir = models
     inp, out = tmp_path / "in", tmp_path / "out"

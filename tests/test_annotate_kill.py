@@ -74,9 +74,9 @@ def _committed(out: Path):
     return pads.dataset(str(d), format="parquet").to_table(columns=["path", "status", "num_faces", "face_index", "run_id"]).to_pandas()
 
 
-def _job(inp: Path, out: Path, kp: Path, em: Path, ray_tmp: str, log: Path) -> tuple[list[str], dict, object]:
+def _job(inp: Path, out: Path, kp: Path, em: Path, ray_tmp: str, log: Path, executor: str) -> tuple[list[str], dict, object]:
     cmd = [
-        sys.executable, str(REPO / "jobs" / "annotate.py"),
+        sys.executable, str(REPO / "jobs" / "annotate.py"), executor,
         "--input", str(inp), "--output", str(out),
         "--keypoints-model", str(kp), "--emotion-model", str(em),
         "--num-cpus", "2", "--plots", "none",
@@ -87,14 +87,15 @@ def _job(inp: Path, out: Path, kp: Path, em: Path, ray_tmp: str, log: Path) -> t
     return cmd, env, open(log, "w")
 
 
-def test_sigkill_midway_then_rerun_has_every_image_exactly_once(models, tmp_path):
+@pytest.mark.parametrize("executor", ["--ray", "--local"])
+def test_sigkill_midway_then_rerun_has_every_image_exactly_once(models, tmp_path, executor):
     kp, em = models
     inp, out = tmp_path / "in", tmp_path / "out"
     files = write_image_folder(inp, N_IMAGES, seed=21)
     names = sorted(p.name for p in files)
 
     ray_tmp = tempfile.mkdtemp(prefix="fpk", dir="/tmp")  # short: Ray's socket paths must fit
-    cmd, env, log = _job(inp, out, kp, em, ray_tmp, tmp_path / "first.log")
+    cmd, env, log = _job(inp, out, kp, em, ray_tmp, tmp_path / "first.log", executor)
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 150
@@ -118,7 +119,7 @@ def test_sigkill_midway_then_rerun_has_every_image_exactly_once(models, tmp_path
         assert len(g) == (g["num_faces"].iloc[0] if g["status"].iloc[0] == "ok" else 1), path
 
     ray_tmp2 = tempfile.mkdtemp(prefix="fpk", dir="/tmp")
-    cmd, env, log = _job(inp, out, kp, em, ray_tmp2, tmp_path / "second.log")
+    cmd, env, log = _job(inp, out, kp, em, ray_tmp2, tmp_path / "second.log", executor)
     proc2 = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         rc = proc2.wait(timeout=300)
