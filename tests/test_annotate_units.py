@@ -281,6 +281,38 @@ def test_predict_real_photo_arrays_bytes_and_crops(models, face):
     assert crops[0]["status"] == "ok" and crops[0]["faces"][0]["bbox"] == (0.0, 0.0, 140.0, 140.0)
 
 
+def test_predict_reads_arrays_in_the_colour_order_it_is_told(models):
+    """An RGB photo held by PIL/matplotlib and the same photo as OpenCV's BGR give one answer."""
+    import matplotlib.cbook
+
+    from facepipe.annotate import predict
+
+    kp_dir, em_dir = models
+    path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    from_file = predict(str(path), kp_dir, em_dir)["faces"][0]
+    for item, color in ((rgb, "rgb"), (bgr, "bgr"), (Image.open(path), "bgr")):  # PIL is RGB whatever color says
+        got = predict(item, kp_dir, em_dir, color=color)["faces"][0]
+        np.testing.assert_allclose(got["keypoints_array"], from_file["keypoints_array"], atol=1e-3)
+        assert got["probabilities"] == pytest.approx(from_file["probabilities"], abs=1e-4)
+    swapped = predict(bgr, kp_dir, em_dir, color="rgb")  # told the wrong order: a different grey image
+    assert swapped["status"] != "ok" or not np.allclose(swapped["faces"][0]["keypoints_array"], from_file["keypoints_array"], atol=1e-3)
+    with pytest.raises(ValueError, match="color must be one of"):
+        predict(rgb, kp_dir, em_dir, color="hsv")
+
+
+def test_predict_as_frame_has_the_parquet_columns(models, face):
+    from facepipe.annotate import predict
+    from facepipe.annotate.schema import build_schema
+
+    kp_dir, em_dir = models
+    df = predict([face, np.zeros((10, 10), np.uint8)], kp_dir, em_dir, as_frame=True)
+    schema = build_schema(list(KeypointSchema.kaggle().names), list(EMOTIONS))
+    assert list(df.columns) == schema.names
+    assert list(df["status"]) == ["ok", "no_face"] and df.loc[0, "kp_nose_tip_x"] > 0 and np.isnan(df.loc[1, "kp_nose_tip_x"])
+
+
 def test_summary_json_friendly():
     assert json.loads(json.dumps(DetectorConfig().to_dict()))["cascade"].endswith(".xml")
     assert "haar:" in DetectorConfig().describe()

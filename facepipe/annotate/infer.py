@@ -170,11 +170,16 @@ def predict(
     detect: bool = True,
     device: str = "auto",
     batch_size: int = 64,
-) -> list[dict] | dict:
+    color: str = "rgb",
+    as_frame: bool = False,
+):
     """Keypoints and emotion for every face in ``images``, in this process (no Ray).
 
-    ``images``: one item or a list of items; an item is a file path, encoded image bytes, or a
-    decoded array (OpenCV layout: gray / BGR / BGRA, 8 or 16 bit). Models are model directories
+    ``images``: one item or a list of items; an item is a file path, encoded image bytes, a PIL
+    image, or a decoded array (gray, 3 or 4 channels, 8 or 16 bit) whose channels are in ``color``
+    order: ``"rgb"`` (PIL, matplotlib, imageio, most libraries) or ``"bgr"`` (OpenCV's ``imread``).
+    With ``as_frame`` the result is a pandas DataFrame with the annotation job's Parquet columns
+    (:mod:`.schema`), one row per face and one per image without a face or that failed. Models are model directories
     (loaded once per process and cached) or a ready ``annotator``; a model not given is the one
     shipped in the package (``facepipe/weights/<task>``). With ``detect=False`` each image
     is taken as one face crop (like the Kaggle / FER2013 images) instead of running the detector.
@@ -189,15 +194,27 @@ def predict(
     Coordinates are pixels of the (EXIF-upright) original image. Uses the same stage functions as
     the Ray job (:func:`.prepare.prepare_items` and :class:`Annotator`), so results are identical.
     """
+    from facepipe.annotate.prepare import COLOR_ORDERS
+
+    if color not in COLOR_ORDERS:
+        raise ValueError(f"color must be one of {COLOR_ORDERS}, got {color!r}")
     if annotator is None:
         keypoints_model = default_model("keypoints", keypoints_model)
         emotion_model = default_model("emotion", emotion_model)
         annotator = _cached_annotator(str(Path(keypoints_model).resolve()), str(Path(emotion_model).resolve()), device, int(batch_size))
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
-    config = PrepareConfig(detector=DetectorConfig.from_any(detector), margin=margin, crop_sizes=annotator.crop_sizes,
+    det = DetectorConfig.from_any(detector)
+    config = PrepareConfig(detector=det, margin=margin, crop_sizes=annotator.crop_sizes,
                            crop_margins=annotator.crop_margins, detect=detect, cv2_threads=0)
-    rows = annotator(prepare_items(items, config))
+    rows = annotator(prepare_items(items, config, color=color))
+    if as_frame:
+        from facepipe.annotate.schema import build_schema, rows_to_table
+
+        schema = build_schema(annotator.keypoint_names, annotator.class_names)
+        table = rows_to_table(rows, schema, run_id="predict", timestamp=None, keypoints_model_id=annotator.model_ids[0],
+                              emotion_model_id=annotator.model_ids[1], detector=det.describe() if detect else "none")
+        return table.to_pandas()
     # prepare_items emits, item by item in order, one row per face or one status row.
     results: list[dict] = []
     j = 0

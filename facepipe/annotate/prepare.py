@@ -208,11 +208,36 @@ def prepare_batch(batch: dict[str, np.ndarray], config: PrepareConfig) -> dict[s
     return rows.columns()
 
 
-def prepare_items(items: list, config: PrepareConfig) -> dict[str, np.ndarray]:
-    """In-process stage 1 for :func:`predict`: items are paths, encoded bytes or decoded arrays.
+#: Channel orders an array may come in: RGB(A) as PIL, matplotlib and most libraries hold it, or
+#: BGR(A) as OpenCV does.
+COLOR_ORDERS = ("rgb", "bgr")
 
-    Arrays are taken as OpenCV gives them (gray, BGR or BGRA; 8 or 16 bit) and are already upright.
-    Each item's ``path`` column is its index as a string (or the path for path items).
+
+def array_to_gray(item, color: str) -> tuple[np.ndarray, str]:
+    """A decoded image (numpy array in ``color`` order, 8/16 bit, gray/3/4 channels, or a PIL image,
+    always RGB) → ``uint8`` gray and the mode it came in."""
+    if color not in COLOR_ORDERS:
+        raise ValueError(f"color must be one of {COLOR_ORDERS}, got {color!r}")
+    if hasattr(item, "getbands") and hasattr(item, "mode"):  # a PIL image, without importing PIL
+        mode = f"pil-{item.mode}"
+        if item.mode not in ("L", "RGB", "RGBA", "I;16"):
+            item = item.convert("RGBA" if "A" in item.getbands() else "RGB")
+        arr, color = np.asarray(item), "rgb"
+    else:
+        arr = np.asarray(item)
+        mode = f"{color}-{arr.dtype}" if arr.ndim == 3 else str(arr.dtype)
+    img = to_uint8(arr)  # alpha composited over white, channel order kept
+    if img.ndim == 2:
+        return img, mode
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY if color == "rgb" else cv2.COLOR_BGR2GRAY), mode
+
+
+def prepare_items(items: list, config: PrepareConfig, color: str = "rgb") -> dict[str, np.ndarray]:
+    """In-process stage 1 for :func:`predict`: items are paths, encoded bytes, decoded arrays or PIL images.
+
+    Arrays are upright images in ``color`` channel order (``rgb``: PIL, matplotlib, imageio;
+    ``bgr``: OpenCV); gray, 3 or 4 channels, 8 or 16 bit. Each item's ``path`` column is its
+    index as a string (or the path for path items).
     """
     rows = _Rows(config)
     for i, item in enumerate(items):
@@ -233,10 +258,8 @@ def prepare_items(items: list, config: PrepareConfig) -> dict[str, np.ndarray]:
                 base.update(image_format=dec.format, image_mode=dec.mode, exif_orientation=dec.orientation)
                 gray = dec.gray
             else:
-                arr = np.asarray(item)
-                base.update(image_format="array", image_mode=str(arr.dtype))
-                gray = to_uint8(arr)
-                gray = gray if gray.ndim == 2 else cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
+                gray, mode = array_to_gray(item, color)
+                base.update(image_format="array", image_mode=mode)
             base.update(image_width=int(gray.shape[1]), image_height=int(gray.shape[0]))
         except Exception as e:  # noqa: BLE001
             rows.add(**base, status="error", error=_error_message(e))
