@@ -5,7 +5,7 @@ Submodules load lazily so ``import facepipe`` stays cheap (no torch or Ray until
 """
 __version__ = "0.1.0"
 
-__all__ = ["read_table", "load_splits", "train", "TrainConfig", "evaluate", "load_model", "annotate", "predict", "__version__"]
+__all__ = ["read_table", "load_splits", "train", "TrainConfig", "evaluate", "load_model", "annotate", "predict", "read_annotations", "__version__"]
 
 _LAZY = {
     "read_table": "facepipe.data.kaggle",
@@ -16,6 +16,7 @@ _LAZY = {
     "load_model": "facepipe.models",
     "annotate": "facepipe.annotate",
     "predict": "facepipe.annotate",
+    "read_annotations": "facepipe.annotate",
 }
 
 

@@ -223,6 +223,12 @@ def test_rerun_annotates_only_new_or_changed_files(ray_session, models, tmp_path
     # each (file, content) annotated exactly once
     images = everything.drop_duplicates(["root", "path", "sha256", "run_id"])
     assert not images.duplicated(["root", "path", "sha256"]).any()
+    # a deleted file leaves the current view (its rows stay in the history)
+    (inp / "face_0002.png").unlink()
+    current = read_annotations(out)
+    assert current["path"].nunique() == 8 and "face_0002.png" not in set(current["path"])
+    assert "face_0002.png" in set(read_annotations(out, existing=False)["path"]) and "face_0002.png" in set(read_annotations(out, latest=False)["path"])
+    assert len(current[current["status"] == "ok"]) == current.drop_duplicates("path")["num_faces"].sum()  # one row per face, once
 
 
 def test_limit_then_other_models_reannotate(ray_session, models, tmp_path):

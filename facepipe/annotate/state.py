@@ -89,16 +89,19 @@ def load_state(output: str | os.PathLike, keypoints_model_id: str, emotion_model
     return state
 
 
-def read_annotations(output: str | os.PathLike, latest: bool = True, columns: list[str] | None = None):
-    """The output as a pandas DataFrame, sorted by (root, path, face_index).
+def read_annotations(output: str | os.PathLike, latest: bool = True, columns: list[str] | None = None, existing: bool = True):
+    """The annotations in ``output`` as a pandas DataFrame, sorted by (root, path, face_index).
 
-    ``latest=True`` keeps, for each (root, path), only the rows of its most recent annotation
-    (a file that changed, or was annotated with other models, has older rows too).
+    The Parquet folder is a history: a file that changed, or was annotated with other models, has
+    older rows too, and a deleted file keeps its rows. ``latest=True`` (the current view) keeps,
+    per (root, path), only the rows of its most recent annotation and, with ``existing=True``, only
+    files that still exist at ``input_root/path``; ``latest=False`` returns every row ever written.
+    Counts over the current view are correct: ``df[df.status == "ok"].emotion.value_counts()``.
     """
     import pandas as pd
 
     if columns is not None:
-        columns = list(dict.fromkeys(list(columns) + ["root", "path", "timestamp", "face_index"]))
+        columns = list(dict.fromkeys(list(columns) + ["root", "path", "timestamp", "face_index", "input_root"]))
     t = read_table(output, columns=columns)
     if t is None:
         return pd.DataFrame(columns=columns or [])
@@ -106,4 +109,9 @@ def read_annotations(output: str | os.PathLike, latest: bool = True, columns: li
     if latest and len(df):
         newest = df.groupby(["root", "path"])["timestamp"].transform("max")
         df = df[df["timestamp"] == newest]
+        if existing:
+            files = df[["input_root", "path"]].drop_duplicates()
+            gone = {(r, p) for r, p in zip(files["input_root"], files["path"]) if not os.path.lexists(os.path.join(r, p))}
+            if gone:
+                df = df[[(r, p) not in gone for r, p in zip(df["input_root"], df["path"])]]
     return df.sort_values(["root", "path", "face_index"], na_position="first").reset_index(drop=True)
