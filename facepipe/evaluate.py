@@ -87,7 +87,7 @@ def photo_split(data: str | os.PathLike, images: str | os.PathLike | None, meta:
     Returns the crops as a table (``image``, ``keypoints``, ``mask``, ``line``), the split's name,
     and ``extra``: points in image pixels, crop squares and how each face was framed.
     """
-    from facepipe.data.photos import BoxModel, crop_photos, detect_batch, read_photo_rows
+    from facepipe.data.photos import crop_photos, detect_batch, face_boxes, read_photo_rows
 
     cfg = meta.get("train_config", {})
     framing = meta.get("framing") or {}
@@ -104,12 +104,10 @@ def photo_split(data: str | os.PathLike, images: str | os.PathLike | None, meta:
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{data}, line {rows.line[i]}: {found['error'][i].split('|', 1)[1]}")
     found = {k: v[~bad] for k, v in found.items()}
-    missed = ~np.isfinite(found["det_box"]).all(1)
-    box = found["det_box"].astype(np.float64)
-    if missed.any():
-        if "box_from_points" not in framing:
-            raise ValueError(f"{data}: {int(missed.sum())} photos without a detected face and no box_from_points in the model's meta.json")
-        box[missed] = BoxModel(**framing["box_from_points"]).boxes(found["points"][missed])
+    try:
+        box, missed = face_boxes(found["det_box"], found["points"], framing.get("box_from_points"))
+    except ValueError as e:
+        raise ValueError(f"{data}: {e} (the model's meta.json has no framing.box_from_points)") from None
     crops = crop_photos({**found, "box": box}, {"margin": framing.get("margin", 0.15)}, meta["input_size"])
     table = FaceTable(str(data), detect_format(data), {"image": crops["image"], "keypoints": crops["keypoints"], "mask": crops["mask"],
                                                      "line": found["line"]}, rows.skipped, rows.raw.blank_lines)

@@ -37,7 +37,7 @@ from facepipe.data.kaggle import PHOTO_POINTS, BadRow, CSVFormatError, RawTable,
 
 __all__ = [
     "Framing", "BoxModel", "PhotoRows", "group_of", "group_split", "read_photo_rows", "detect_batch", "crop_photos",
-    "fit_box_model", "interocular", "nme",
+    "face_boxes", "fit_box_model", "interocular", "nme",
 ]
 
 _GROUP_SUFFIX = re.compile(r"_\d+$")
@@ -113,6 +113,19 @@ class BoxModel:
         side = self.side * s
         cx, cy = c[:, 0] + self.offset_x * s, c[:, 1] + self.offset_y * s
         return np.stack([cx - side / 2, cy - side / 2, side, side], axis=1)
+
+
+def face_boxes(det_box: np.ndarray, points: np.ndarray, box_model: BoxModel | dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's box ``[N, 4]`` where it found the labelled face, else the box ``box_model``
+    frames from the labels; and which faces were framed from their labels ``[N]``."""
+    box = np.asarray(det_box, np.float64).reshape(-1, 4).copy()
+    missed = ~np.isfinite(box).all(1)
+    if missed.any():
+        if box_model is None:
+            raise ValueError(f"{int(missed.sum())} faces without a detected box and no box_from_points to frame them from their labels")
+        model = box_model if isinstance(box_model, BoxModel) else BoxModel(**box_model)
+        box[missed] = model.boxes(np.asarray(points, np.float64)[missed])
+    return box, missed
 
 
 def fit_box_model(boxes: np.ndarray, points: np.ndarray, margin: float) -> tuple[BoxModel, Framing]:

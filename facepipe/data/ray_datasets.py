@@ -132,14 +132,10 @@ PHOTO_COLUMNS = ("photo", "box", "points", "line")
 
 def _with_boxes(batch: dict, box_model: dict) -> dict:
     """``box``: the detector's box where it found the labelled face, else the box framed from the labels."""
-    from facepipe.data.photos import BoxModel
+    from facepipe.data.photos import face_boxes
 
-    det = np.asarray(batch["det_box"], np.float64).reshape(-1, 4)
-    box = det.copy()
-    missing = ~np.isfinite(det).all(1)
-    if missing.any():
-        box[missing] = BoxModel(**box_model).boxes(np.asarray(batch["points"], np.float64)[missing])
-    return {**batch, "box": box.astype(np.float32), "framed_by": np.where(missing, "labels", "detector").astype(object)}
+    box, _ = face_boxes(batch["det_box"], batch["points"], box_model)
+    return {**batch, "box": box.astype(np.float32)}
 
 
 def _base_crops(batch: dict, framing: dict, size: int) -> dict:
