@@ -151,6 +151,8 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, output: str 
         batch = {"keypoints": torch.as_tensor(sub.keypoints), "mask": torch.as_tensor(sub.mask)}
         sums = {k: v.numpy() for k, v in task.sums_from_predictions(torch.as_tensor(pred), batch).items()}
         res = task.finalize(sums, meta)
+        if res["rmse_px"] is None:
+            raise ValueError(f"{data}: the {split_name} split has no labelled keypoint to measure an error on")
         metrics = {"task": "keypoints", "rmse_px": res["rmse_px"], "per_keypoint_rmse_px": res["per_keypoint_rmse_px"]}
         rows = [{"keypoint": k, "rmse_px": v, "present": int(c)} for (k, v), c in zip(res["per_keypoint_rmse_px"].items(), sums["count"])]
         _write_csv(out / "per_keypoint_rmse.csv", rows)

@@ -48,7 +48,8 @@ class KeypointsTask:
     def finalize(self, sums: dict[str, np.ndarray], meta: dict) -> dict:
         names = meta["keypoint_names"]
         per = np.sqrt(sums["sq_err"] / np.maximum(2 * sums["count"], 1))
-        overall = float(np.sqrt(sums["sq_err"].sum() / max(2 * sums["count"].sum(), 1)))
+        # No labelled point: no error to report (a 0.0 would read as a perfect model).
+        overall = float(np.sqrt(sums["sq_err"].sum() / (2 * sums["count"].sum()))) if sums["count"].sum() > 0 else None
         return {
             "rmse_px": overall,
             "per_keypoint_rmse_px": {n: float(v) if c else None for n, v, c in zip(names, per, sums["count"])},

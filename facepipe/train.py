@@ -295,13 +295,15 @@ def image_stats(ds: ray.data.Dataset) -> tuple[float, float]:
     return mean, math.sqrt(max(ss / n - mean * mean, 1e-12))
 
 
-def mean_shape(ds: ray.data.Dataset) -> list[list[float]]:
-    """The mean of each keypoint over a dataset, in input pixels (``[K][2]``; the box-only baseline)."""
+def mean_shape(ds: ray.data.Dataset) -> list[list[float | None]]:
+    """The mean of each keypoint over a dataset, in input pixels (``[K][2]``; the box-only
+    baseline); None for a point never labelled."""
     s = n = 0.0
     for b in ds.select_columns(["keypoints"]).iter_batches(batch_size=4096, batch_format="numpy"):
         kp = np.asarray(b["keypoints"], np.float64)
         s, n = s + np.nansum(kp, axis=0), n + np.isfinite(kp).sum(axis=0)
-    return np.round(s / np.maximum(n, 1), 3).tolist()
+    mean = np.round(s / np.maximum(n, 1), 3)
+    return [[float(v) if c else None for v, c in zip(m, k)] for m, k in zip(mean, np.asarray(n) > 0)]
 
 
 def shuffled_blocks(ds: ray.data.Dataset, seed: int) -> ray.data.Dataset:
@@ -366,6 +368,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     run_dir = os.path.join(cfg.storage_path, cfg.name)
     if "://" not in run_dir and os.path.exists(run_dir) and not cfg.resume:
         raise FileExistsError(f"run {run_dir} exists: pass --resume to continue it, or choose another --name/--output")
+    if cfg.resume:
+        check_resume_matches(cfg, run_dir)
 
     t0 = time.perf_counter()
     splits = load_splits(cfg.data, skip_bad_rows=cfg.skip_bad_rows, val_fraction=cfg.val_fraction, seed=cfg.seed,
@@ -393,6 +397,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     meta = models.make_meta(cfg.task, cfg.arch, cfg.arch_args, size, labels, mean, std)
     if cfg.task == "keypoints":
         meta["mean_shape"] = mean_shape(train_ds)
+        if all(v is None for point in meta["mean_shape"] for v in point):
+            # Masked MSE over no labels is 0: training would report a perfect "RMSE 0.00 px".
+            raise ValueError(f"{cfg.data}: no labelled keypoint in the {train_split} split, nothing to learn from")
     if photo:
         # Annotation crops this model's input with exactly this framing (facepipe.annotate.prepare).
         meta["framing"] = {"margin": photo["framing"]["margin"], "detector": photo["detector_description"], "detector_config": photo["detector"],
@@ -472,6 +479,28 @@ def train(cfg: TrainConfig) -> TrainResult:
     print(f"[{cfg.task}] done in {time.perf_counter() - t0:.0f} s: {task.primary_metric} {chosen.get(task.primary_metric):.4g} "
           f"(best epoch {best['epoch']} of {state['epoch']}) -> {model_dir}", flush=True)
     return TrainResult(model_dir, history, meta["metrics"], result.path)
+
+
+#: Settings that fix a run's learning-rate schedule (and its data shards): a resumed run keeps them.
+SCHEDULE_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "num_workers")
+
+
+def check_resume_matches(cfg: TrainConfig, run_dir: str) -> None:
+    """Refuse ``--resume`` with other schedule settings than the run was started with.
+
+    The OneCycle schedule is built from them: resumed with more epochs, the extra epochs would run
+    at the schedule's final ~1e-8 learning rate while meta.json recorded the new values.
+    """
+    if "://" in run_dir:  # remote storage: Ray restores from it; nothing to read here
+        return
+    found = sorted(Path(run_dir).glob(f"checkpoint_*/{STATE}"))
+    if not found:
+        return
+    saved = json.loads(torch.load(found[-1], map_location="cpu", weights_only=True)["config"])
+    changed = [f"{k} {saved.get(k)} -> {getattr(cfg, k)}" for k in SCHEDULE_FIELDS if saved.get(k) != getattr(cfg, k)]
+    if changed:
+        raise ValueError(f"run {run_dir} cannot resume with other settings ({', '.join(changed)}): its learning-rate schedule "
+                         "was built for the old ones; resume with them, or start a new run (another --name/--output)")
 
 
 def remove_run(cfg: TrainConfig) -> None:

@@ -380,3 +380,21 @@ def test_bz2_and_xz_are_named_not_decoded(tmp_path, module, name):
         read_table(path)
     msg = str(e.value)
     assert "\n" not in msg and f"{name}-compressed" in msg and all(w in msg for w in ("gzip", "zip", "plain CSV"))
+
+
+def test_keypoint_coordinates_off_the_image_are_bad_rows(tmp_path):
+    """inf, 1e6 or -50 are no positions in a 96x96 image: named as bad rows, not trained on."""
+    from facepipe.data.synth import write_keypoints_csv
+
+    src = write_keypoints_csv(tmp_path / "kp.csv", 12, seed=2, missing_fraction=0.0)
+    lines = Path(src).read_text().splitlines()
+    for line, col, value in ((3, 0, "inf"), (5, 1, "1e6"), (7, 2, "-50")):
+        cells = lines[line - 1].split(",")
+        cells[col] = value
+        lines[line - 1] = ",".join(cells)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CSVFormatError, match=r"line 3, column 'left_eye_center_x': keypoint value inf is outside the 96x96 image"):
+        read_table(bad)
+    t = read_table(bad, skip_bad_rows=True)
+    assert len(t) == 9 and [b.line for b in t.skipped] == [3, 5, 7] and np.isfinite(t.keypoints[t.mask]).all()

@@ -118,6 +118,8 @@ def test_one_worker_emotion_stop_and_resume(gen_data, tmp_path, ray_session):
     assert [h["epoch"] for h in first.history] == [1]
     with pytest.raises(FileExistsError, match="--resume"):
         train(config("emotion", gen_data["emotion"], tmp_path))
+    with pytest.raises(ValueError, match=r"cannot resume with other settings \(epochs 3 -> 5, lr 0.003 -> 0.01\)"):
+        train(config("emotion", gen_data["emotion"], tmp_path, resume=True, epochs=5, lr=0.01))
     resumed = train(config("emotion", gen_data["emotion"], tmp_path, resume=True))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[0] == first.history[0]  # the history came back from the checkpoint
@@ -179,3 +181,19 @@ def test_mixed_precision_only_where_bf16_is_native(monkeypatch):
     monkeypatch.setattr(models, "cpu_flags", lambda: {"amx_bf16", "amx_tile"})
     assert models.native_bf16(torch.device("cpu"))
     assert not models.native_bf16("meta")
+
+
+def test_keypoints_without_any_label_refuse_to_train(tmp_path, ray_session):
+    """Masked MSE over no labels is 0: a file with every point missing must not train to "RMSE 0.00 px"."""
+    from facepipe.train import train
+
+    src = write_keypoints_csv(tmp_path / "kp.csv", 40, seed=4)
+    lines = Path(src).read_text().splitlines()
+    blank = [lines[0]] + [",".join([""] * 30 + [line.split(",")[-1]]) for line in lines[1:]]
+    (tmp_path / "unlabelled.csv").write_text("\n".join(blank) + "\n")
+    with pytest.raises(ValueError, match="no labelled keypoint in the train split"):
+        train(config("keypoints", str(tmp_path / "unlabelled.csv"), tmp_path / "out"))
+    from facepipe.tasks import get_task
+
+    empty = {"sq_err": np.zeros(15), "count": np.zeros(15), "n": np.array([3.0])}
+    assert get_task("keypoints").finalize(empty, {"keypoint_names": [str(i) for i in range(15)]})["rmse_px"] is None

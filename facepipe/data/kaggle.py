@@ -431,11 +431,28 @@ def _validate_columns(raw: RawTable) -> None:
                     bad[i] = True
                     reasons.append(f"keypoint value {v[:20]!r} is not a number")
             _drop(raw, bad, c, reasons)
+        if fmt.name == KEYPOINTS:
+            _drop_off_image_points(raw)
     if fmt.name == KEYPOINTS_TEST:
         ids = raw.table.column("ImageId").to_pylist()
         bad = np.array([not (v or "").strip().isdigit() for v in ids])
         reasons = [f"ImageId {ids[i]!r} is not an integer" for i in np.flatnonzero(bad)]
         _drop(raw, bad, "ImageId", reasons)
+
+
+#: A Kaggle keypoint may lie this far (fraction of the image side) outside its 96x96 image; further,
+#: or not finite, it is not a position in that image (inf, 1e6 or -50 trained to "RMSE inf px").
+KEYPOINT_OUTSIDE = 0.5
+
+
+def _drop_off_image_points(raw: RawTable) -> None:
+    """Rows whose coordinates are not finite or lie far outside the image are bad rows."""
+    size = raw.format.image_size
+    lo, hi = -KEYPOINT_OUTSIDE * size, (1 + KEYPOINT_OUTSIDE) * size
+    for c in raw.format.schema.columns:
+        v = pc.cast(raw.table.column(c), pa.float64()).to_numpy(zero_copy_only=False)
+        bad = ~np.isnan(v) & ~((v >= lo) & (v <= hi))  # inf fails the range test; NaN is a missing point
+        _drop(raw, bad, c, [f"keypoint value {x:g} is outside the {size}x{size} image (allowed {lo:g} to {hi:g})" for x in v[bad]])
 
 
 def parse_rows(batch: pa.Table, fmt: CSVFormat, drop_bad: bool = True) -> tuple[dict[str, np.ndarray], list[BadRow]]:
