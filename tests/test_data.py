@@ -398,3 +398,12 @@ def test_keypoint_coordinates_off_the_image_are_bad_rows(tmp_path):
         read_table(bad)
     t = read_table(bad, skip_bad_rows=True)
     assert len(t) == 9 and [b.line for b in t.skipped] == [3, 5, 7] and np.isfinite(t.keypoints[t.mask]).all()
+
+
+def test_truncated_gzip_is_one_line_naming_the_file(tmp_path):
+    src = write_fer_csv(tmp_path / "fer.csv.gz", 300, seed=1)
+    cut = tmp_path / "cut.csv.gz"
+    data = Path(src).read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CSVFormatError, match=r"cut\.csv\.gz: could not read the file \(Truncated compressed stream\)"):
+        read_table(cut)

@@ -350,7 +350,7 @@ def read_raw(path: str | os.PathLike, image_size: int | None = None) -> RawTable
             )
     except pa.ArrowInvalid as e:
         raise CSVFormatError(path, None, None, f"could not parse as CSV: {e}") from None
-    except _CORRUPT as e:  # a corrupt zip member surfaces as a Python error through pa.PythonFile
+    except (OSError, *_CORRUPT) as e:  # a truncated gzip (pyarrow: OSError), a corrupt zip member (through pa.PythonFile)
         raise CSVFormatError(path, None, None, f"could not read the file ({e})") from None
 
     skipped: list[BadRow] = []
