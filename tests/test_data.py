@@ -407,3 +407,13 @@ def test_truncated_gzip_is_one_line_naming_the_file(tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CSVFormatError, match=r"cut\.csv\.gz: could not read the file \(Truncated compressed stream\)"):
         read_table(cut)
+
+
+def test_a_header_with_thousands_of_points_is_refused_at_once(tmp_path):
+    from facepipe.data.kaggle import MAX_POINTS
+
+    cols = [f"p{i}_{a}" for i in range(MAX_POINTS + 1) for a in "xy"] + ["Image"]
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(cols) + "\n" + ",".join(["1"] * (len(cols) - 1) + ["0"]) + "\n")
+    with pytest.raises(CSVFormatError, match=rf"line 1: {2 * MAX_POINTS + 2} keypoint columns: more than {MAX_POINTS} points"):
+        read_table(wide)

@@ -272,9 +272,16 @@ def _detect(src: CSVSource, image_size: int | None) -> CSVFormat:
     )
 
 
+#: More points than this is no landmark set (dense meshes have ~500): a header that long is a wrong
+#: file, and exploring 100,000 columns took 10+ minutes and 6.5 GB.
+MAX_POINTS = 1000
+
+
 def _keypoint_format(path, name: str, cols: tuple[str, ...], pixel_column: str, image_size: int, other: set[str]) -> CSVFormat:
     """A keypoints header: ``other`` columns plus ``<point>_x/<point>_y`` pairs."""
     coords = [c for c in cols if c not in other]
+    if len(coords) > 2 * MAX_POINTS:
+        raise CSVFormatError(path, 1, None, f"{len(coords)} keypoint columns: more than {MAX_POINTS} points is not a landmark set (is this the right file?)")
     bad = [c for c in coords if not (c.endswith("_x") or c.endswith("_y"))]
     if bad:
         raise CSVFormatError(path, 1, bad[0], "keypoint columns must be named <point>_x / <point>_y")
