@@ -362,3 +362,62 @@ def test_annotation_driver_reads_model_dirs_without_importing_torch(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.split() == ["keypoints-x-" + "ab" * 6, "emotion-x-" + "ab" * 6, "False"]
+
+
+# --- hostile inputs (issue probes): each is one error row, never a hang, a crash or 5 GB ----------
+
+
+def _claims(width: int, height: int) -> bytes:
+    """A 16x16 JPEG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 7] = height.to_bytes(2, "big")
+    data[sof + 7 : sof + 9] = width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_a_decompression_bomb_is_refused_from_its_header():
+    from facepipe.annotate.io import MAX_PIXELS
+
+    for w, h in ((30000, 30000), (12000, 12000)):  # above Pillow's own limit, and above ours only
+        with pytest.raises(ImageDecodeError, match=f"over the decode budget of {MAX_PIXELS:,} pixels"):
+            decode_image(_claims(w, h))
+
+
+def test_a_fifo_swapped_in_after_listing_is_an_error_row_not_a_hang(tmp_path, face):
+    from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, prepare_batch
+
+    good = tmp_path / "good.png"
+    good.write_bytes(_pil_bytes(Image.fromarray(face), "PNG"))
+    listed = list_files([tmp_path])
+    os.mkfifo(tmp_path / "late.png")  # appears between listing and reading
+    rec = {k: getattr(listed[0], {"abs_path": "abs_path", "input_root": "input_root", "root": "root", "path": "path"}.get(k, "path")) for k in FILE_COLUMNS}
+    batch = {k: np.array([rec[k], rec[k]], dtype=object) for k in FILE_COLUMNS}
+    batch["abs_path"][1] = str(tmp_path / "late.png")
+    batch["file_size"] = np.array([-1, -1], dtype=object)
+    batch["file_mtime_ns"] = np.array([-1, -1], dtype=object)
+    batch["done_sha"] = np.array(["", ""], dtype=object)
+    out = prepare_batch(batch, PrepareConfig(cv2_threads=0))
+    assert out["status"][0] == "ok" and out["status"][-1] == "error" and "not a regular file" in out["error"][-1]
+    assert [e.path for e in list_files([tmp_path])] == ["good.png"]  # and listing skips FIFOs
+
+
+def test_a_file_name_that_is_not_utf8_gets_a_lossless_text_name(tmp_path, face):
+    import pyarrow as pa
+
+    raw = os.fsencode(str(tmp_path)) + b"/caf\xe9.png"  # Latin-1 bytes: not UTF-8
+    with open(raw, "wb") as f:
+        f.write(_pil_bytes(Image.fromarray(face), "PNG"))
+    (tmp_path / "caf\\xe9.png").write_bytes(b"x")  # a file literally named like the escape
+    entries = list_files([tmp_path])
+    names = sorted(e.path for e in entries)
+    assert names == ["caf\\\\xe9.png", "caf\\xe9.png"]  # its backslash doubled, the byte escaped: two names
+    bad = next(e for e in entries if os.fsencode(e.abs_path).endswith(b"caf\xe9.png"))
+    pa.array([bad.path], pa.string())  # Parquet can store it (a surrogate escape raised UnicodeEncodeError)
+    assert open(bad.abs_path, "rb").read(4) == b"\x89PNG"  # and the file is still read by its real name
+    from facepipe.annotate.io import real_name
+
+    for e in entries:  # the text maps back to the file (plots reopen files from the Parquet path)
+        assert os.path.samefile(tmp_path / real_name(e.path), e.abs_path)

@@ -33,7 +33,7 @@ import numpy as np
 
 from facepipe.annotate.detect import DetectorConfig, cascade_path
 from facepipe.annotate.infer import Annotator, default_model, load_models_meta
-from facepipe.annotate.io import list_files
+from facepipe.annotate.io import list_files, real_name
 from facepipe.annotate.prepare import DEFAULT_MARGIN, FILE_COLUMNS, PrepareConfig, model_margins, prepare_batch
 from facepipe.annotate.render import render_batch
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, keypoint_columns, rows_to_table
@@ -347,7 +347,7 @@ def _plots(output, run_id, plots, plot_samples, keypoint_names, new_rows, num_cp
     if not keys:
         return []
     items = [
-        {"abs_path": os.path.join(groups[k][0]["input_root"], k[1]), "root": k[0], "path": k[1], "status": groups[k][0]["status"], "faces_json": _faces_json(groups[k], kp_cols)}
+        {"abs_path": os.path.join(groups[k][0]["input_root"], real_name(k[1])), "root": k[0], "path": k[1], "status": groups[k][0]["status"], "faces_json": _faces_json(groups[k], kp_cols)}
         for k in keys
     ]
     if local:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,8 +155,12 @@ def _prepare_file(rows: _Rows, rec: dict) -> None:
     t0 = time.perf_counter()
     too_big = None
     try:
-        with open(rec["abs_path"], "rb") as f:
+        # Non-blocking, then checked: a FIFO swapped in after listing would block open() forever.
+        fd = os.open(rec["abs_path"], os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(0, "not a regular file")
             base["file_size"], base["file_mtime_ns"] = int(st.st_size), int(st.st_mtime_ns)
             if st.st_size > rows.config.max_file_bytes:
                 h = hashlib.sha256()
