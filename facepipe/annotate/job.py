@@ -61,7 +61,7 @@ def _written_by_us(path: str, output: Path) -> bool:
     """Files this job writes into OUT (when OUT lies inside an input folder, they are not inputs)."""
     try:
         rel = Path(path).resolve().relative_to(output.resolve())
-    except ValueError:
+    except (ValueError, RuntimeError, OSError):  # outside OUT, or a symlink loop (an input: its read fails as an error row)
         return False
     return rel.parts[0] in ("plots", "annotations") or (len(rel.parts) == 1 and rel.name.startswith("summary"))
 
