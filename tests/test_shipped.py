@@ -55,3 +55,46 @@ def test_shipped_keypoint_model_matches_its_card_on_the_dev_split(tmp_path):
     metrics = evaluate(shipped_model("keypoints"), labels, tmp_path, images=labels.parent / "frames", tta=False)
     assert metrics["nme_mean"] == pytest.approx(card_number("keypoints", "evaluate_nme_mean"), abs=5e-4)
     assert np.isfinite(metrics["rmse_px"])
+
+
+def test_shipped_emotion_model_is_intact_small_and_framed_like_fer2013():
+    from facepipe.data.kaggle import FER_FRAME_MARGIN
+
+    d = shipped_model("emotion")
+    assert d is not None, "no emotion model ships in facepipe/weights/emotion"
+    meta = json.loads((d / "meta.json").read_text())
+    assert hashlib.sha256((d / "weights.pt").read_bytes()).hexdigest() == meta["weights_sha256"]
+    assert sum(f.stat().st_size for f in d.iterdir()) <= MAX_BYTES
+    assert meta["task"] == "emotion" and meta["framing"]["margin"] == FER_FRAME_MARGIN
+    card = (d / "README.md").read_text()
+    for must in ("research", "jobs/train.py", "PublicTest", meta["weights_sha256"], "confusion_matrix.png"):
+        assert must in card
+    assert (d / "confusion_matrix.png").stat().st_size > 0
+
+
+def test_shipped_emotion_model_matches_its_card_on_publictest(tmp_path):
+    """``jobs/evaluate.py`` on FER2013 PublicTest reproduces the model card's accuracy (no TTA, as annotation runs it)."""
+    from facepipe.evaluate import evaluate
+
+    data = shared_file("fer2013/fer2013_trainval.csv.gz")
+    metrics = evaluate(shipped_model("emotion"), data, tmp_path, split="PublicTest", tta=False)
+    assert metrics["images"] == 3589
+    assert metrics["accuracy"] == pytest.approx(card_number("emotion", "evaluate_accuracy"), abs=6e-4)
+
+
+def test_predict_and_annotate_need_no_model_arguments(tmp_path):
+    """With the shipped models, a user names only the photos."""
+    import facepipe
+    from facepipe.annotate import annotate, read_annotations
+    from facepipe.data.synth import write_image_folder
+    from facepipe.model_dir import model_id, read_meta
+
+    photos = write_image_folder(tmp_path / "photos", 3, seed=5)
+    res = facepipe.predict([str(p) for p in photos])
+    faces = [f for r in res for f in r["faces"]]
+    assert faces and all(f["keypoints_array"].shape == (15, 2) and abs(sum(f["probabilities"].values()) - 1) < 1e-4 for f in faces)
+    summary = annotate(photos[0], tmp_path / "out", plots="none", verbose=False)  # a single file, in-process
+    assert summary["run"]["executor"] == "in-process" and summary["images"] == 1
+    df = read_annotations(tmp_path / "out")
+    assert set(df["keypoints_model_id"]) == {model_id(read_meta(shipped_model("keypoints")))}
+    assert set(df["emotion_model_id"]) == {model_id(read_meta(shipped_model("emotion")))}

@@ -17,7 +17,7 @@ import numpy as np
 
 from facepipe.annotate.crop import crop_to_image
 from facepipe.annotate.detect import DetectorConfig
-from facepipe.annotate.prepare import DEFAULT_MARGIN, PrepareConfig, model_margins, prepare_items
+from facepipe.annotate.prepare import COLOR_ORDERS, DEFAULT_MARGIN, PrepareConfig, model_margins, prepare_items
 
 __all__ = ["Annotator", "predict", "resolve_device", "load_models_meta", "default_model"]
 
@@ -179,9 +179,9 @@ def predict(
     image, or a decoded array (gray, 3 or 4 channels, 8 or 16 bit) whose channels are in ``color``
     order: ``"rgb"`` (PIL, matplotlib, imageio, most libraries) or ``"bgr"`` (OpenCV's ``imread``).
     With ``as_frame`` the result is a pandas DataFrame with the annotation job's Parquet columns
-    (:mod:`.schema`), one row per face and one per image without a face or that failed. Models are model directories
-    (loaded once per process and cached) or a ready ``annotator``; a model not given is the one
-    shipped in the package (``facepipe/weights/<task>``). With ``detect=False`` each image
+    (:mod:`.schema`), one row per face and one per image without a face or that failed. Models
+    are model directories (loaded once per process and cached) or a ready ``annotator``; a model
+    not given is the one shipped in the package (``facepipe/weights/<task>``). With ``detect=False`` each image
     is taken as one face crop (like the Kaggle / FER2013 images) instead of running the detector.
 
     Returns one dict per item (a single dict for a single item)::
@@ -194,8 +194,6 @@ def predict(
     Coordinates are pixels of the (EXIF-upright) original image. Uses the same stage functions as
     the Ray job (:func:`.prepare.prepare_items` and :class:`Annotator`), so results are identical.
     """
-    from facepipe.annotate.prepare import COLOR_ORDERS
-
     if color not in COLOR_ORDERS:
         raise ValueError(f"color must be one of {COLOR_ORDERS}, got {color!r}")
     if annotator is None:

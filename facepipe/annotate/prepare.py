@@ -27,7 +27,7 @@ from facepipe.annotate.crop import crop_resize, square_crop
 from facepipe.annotate.detect import DetectorConfig, detect_faces
 from facepipe.annotate.io import ImageDecodeError, decode_image, to_uint8
 
-__all__ = ["DEFAULT_MARGIN", "PrepareConfig", "model_margins", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
+__all__ = ["COLOR_ORDERS", "DEFAULT_MARGIN", "PrepareConfig", "array_to_gray", "model_margins", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
 
 #: Fraction of the face box's longer side added on each edge of the square crop.
 DEFAULT_MARGIN = 0.15
