@@ -27,6 +27,50 @@ def read_meta(path: str | os.PathLike) -> dict:
     return json.loads((path / META).read_text())
 
 
+#: What inference reads from meta.json, per task: (field, type) pairs.
+_REQUIRED = {
+    "keypoints": (("arch", str), ("arch_args", dict), ("input_size", int), ("normalization", dict), ("keypoint_names", list)),
+    "emotion": (("arch", str), ("arch_args", dict), ("input_size", int), ("normalization", dict), ("class_names", list)),
+}
+
+
+def check_model_dir(path: str | os.PathLike, task: str) -> dict:
+    """``meta.json`` of a ``task`` model directory, checked before any work: every field inference
+    reads is there with a usable value, and ``weights.pt`` is the file meta.json describes
+    (its sha256, so weights swapped under an old meta.json are not taken for the old model).
+    Raises ValueError / FileNotFoundError naming the file and the field."""
+    import hashlib
+
+    path = Path(path)
+    try:
+        meta = read_meta(path)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path / META}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path / META}: holds a {type(meta).__name__}, not an object of model fields")
+    if meta.get("task") != task:
+        raise ValueError(f"{path}: is a {meta.get('task')!r} model, expected a {task!r} model")
+    for field, typ in _REQUIRED[task]:
+        if not isinstance(meta.get(field), typ):
+            raise ValueError(f"{path / META}: field {field!r} is missing or not a {typ.__name__}")
+    if meta["input_size"] < 8:
+        raise ValueError(f"{path / META}: field 'input_size' is {meta['input_size']}, not an image side")
+    labels = meta.get("keypoint_names") or meta.get("class_names")
+    if not labels or not all(isinstance(n, str) and n for n in labels):
+        raise ValueError(f"{path / META}: the {'keypoint' if task == 'keypoints' else 'class'} names must be non-empty strings")
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"{path}: no {WEIGHTS}")
+    if "weights_sha256" in meta:
+        h = hashlib.sha256()
+        with open(weights, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != meta["weights_sha256"]:
+            raise ValueError(f"{weights}: its sha256 is not the weights_sha256 in {META} (weights changed under an old meta.json?)")
+    return meta
+
+
 #: Models shipped inside the package, one model directory (+ model card README.md) per task.
 SHIPPED = Path(__file__).resolve().parent / "weights"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import os
 
 import cv2
@@ -436,3 +437,27 @@ def test_a_symlink_loop_is_an_input_that_cannot_be_read(tmp_path, face):
     rec = {"root": e.root, "input_root": e.input_root, "path": e.path, "abs_path": e.abs_path, "file_size": e.size, "file_mtime_ns": e.mtime_ns, "done_sha": ""}
     out = prepare_batch({k: np.array([rec[k]], dtype=object) for k in FILE_COLUMNS}, PrepareConfig(cv2_threads=0))
     assert out["status"][0] == "error" and "cannot read file" in out["error"][0]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda meta, d: (d / "meta.json").write_text("[1, 2]"), "holds a list"),
+        (lambda meta, d: (d / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "input_size"})), "field 'input_size' is missing"),
+        (lambda meta, d: (d / "meta.json").write_text(json.dumps({**meta, "input_size": 0})), "'input_size' is 0"),
+        (lambda meta, d: (d / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "keypoint_names"})), "'keypoint_names' is missing"),
+        (lambda meta, d: (d / "weights.pt").write_bytes((d / "weights.pt").read_bytes()[:-100]), "sha256 is not the weights_sha256"),
+        (lambda meta, d: (d / "weights.pt").unlink(), "no weights.pt"),
+    ],
+)
+def test_a_broken_model_directory_is_one_line_before_any_work(models, tmp_path, edit, message):
+    from facepipe.annotate.job import AnnotateError, annotate
+
+    kp_dir, em_dir = models
+    broken = tmp_path / "kp"
+    shutil.copytree(kp_dir, broken)
+    edit(json.loads((kp_dir / "meta.json").read_text()), broken)
+    (tmp_path / "in").mkdir()
+    with pytest.raises(AnnotateError, match=message):
+        annotate(tmp_path / "in", tmp_path / "out", broken, em_dir, local=True)
+    assert not (tmp_path / "out" / "annotations").exists()

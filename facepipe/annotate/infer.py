@@ -45,18 +45,10 @@ def default_model(task: str, path: str | os.PathLike | None) -> str | os.PathLik
 
 
 def load_models_meta(keypoints_model: str | os.PathLike, emotion_model: str | os.PathLike) -> tuple[dict, dict]:
-    """Both ``meta.json`` files, checked to be the right tasks (fails fast, before Ray starts)."""
-    from facepipe.model_dir import read_meta
+    """Both ``meta.json`` files, checked (:func:`facepipe.model_dir.check_model_dir`) before Ray starts."""
+    from facepipe.model_dir import check_model_dir
 
-    metas = []
-    for path, task in ((keypoints_model, "keypoints"), (emotion_model, "emotion")):
-        meta = read_meta(path)
-        if meta.get("task") != task:
-            raise ValueError(f"{path}: is a {meta.get('task')!r} model, expected a {task!r} model")
-        if not (Path(path) / "weights.pt").is_file():
-            raise FileNotFoundError(f"{path}: no weights.pt")
-        metas.append(meta)
-    return metas[0], metas[1]
+    return check_model_dir(keypoints_model, "keypoints"), check_model_dir(emotion_model, "emotion")
 
 
 class Annotator:
