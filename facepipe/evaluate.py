@@ -71,7 +71,11 @@ def select_split(table, meta: dict, split: str | None) -> tuple[np.ndarray, str]
         mask = usage == split
     else:
         cfg = meta.get("train_config", {})
-        names = assign_splits(n, None, cfg.get("val_fraction", 0.1), cfg.get("seed", 0))
+        # Training assigned the split over the rows before their pixels were parsed: rows whose
+        # pixels were bad (and skipped) still took their place in it, so put them back first.
+        pixel_bad = [b.line for b in table.skipped if b.column == table.format.pixel_column]
+        raw_lines = np.sort(np.concatenate([np.asarray(table.line, np.int64), np.asarray(pixel_bad, np.int64)]))
+        names = assign_splits(len(raw_lines), None, cfg.get("val_fraction", 0.1), cfg.get("seed", 0))[np.searchsorted(raw_lines, table.line)]
         split = split or "val"
         mask = names == split
     if not mask.any():

@@ -197,3 +197,23 @@ def test_keypoints_without_any_label_refuse_to_train(tmp_path, ray_session):
 
     empty = {"sq_err": np.zeros(15), "count": np.zeros(15), "n": np.array([3.0])}
     assert get_task("keypoints").finalize(empty, {"keypoint_names": [str(i) for i in range(15)]})["rmse_px"] is None
+
+
+def test_evaluation_splits_exactly_as_training_did_around_skipped_rows(tmp_path, ray_session):
+    """A bad pixel row skipped with --skip-bad-rows keeps its place in the seeded split."""
+    from facepipe.data.ray_datasets import load_splits
+    from facepipe.evaluate import select_split
+
+    src = write_keypoints_csv(tmp_path / "kp.csv", 60, seed=6)
+    lines = Path(src).read_text().splitlines()
+    cells = lines[4].split(",")
+    cells[-1] = "1 2 3"  # too few pixels
+    lines[4] = ",".join(cells)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    trained = load_splits(bad, skip_bad_rows=True, val_fraction=0.2, seed=3)
+    val_lines = sorted(int(v) for v in trained["val"].to_pandas()["line"])
+    table = read_table(bad, skip_bad_rows=True)
+    assert [b.line for b in table.skipped] == [5]
+    mask, name = select_split(table, {"train_config": {"val_fraction": 0.2, "seed": 3}}, "val")
+    assert name == "val" and sorted(table.lines[mask].tolist()) == val_lines
