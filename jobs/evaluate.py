@@ -4,45 +4,12 @@ Writes to --output: metrics.json; keypoints: per_keypoint_rmse.csv/.png and keyp
 (RMSE in pixels of the 96x96 input); emotion: classification_report.csv, confusion_matrix.png
 (row-normalised), confusion_matrix_counts.png and emotion_predictions.png.
 """
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout (ray job submit --working-dir .)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without install (ray job submit --working-dir .)
 
-from facepipe.data import CSVFormatError  # noqa: E402
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--task", choices=["keypoints", "emotion"], default=None, help="expected task (checked against the model's meta.json)")
-    p.add_argument("--model", required=True, help="model directory (weights.pt + meta.json) written by jobs/train.py")
-    p.add_argument("--data", required=True, help="CSV of the model's format (.csv, .csv.gz or a Kaggle .zip), or photo labels for a keypoint model (see --images)")
-    p.add_argument("--images", default=None, help="photo labels: the folder their image names are relative to (default: the CSV's folder)")
-    p.add_argument("--split", default=None,
-                   help="FER2013: a Usage value (PublicTest, PrivateTest, Training); keypoints: val or train (the training run's seeded split, by person for photo labels); 'all' = every row (default: PublicTest / val)")
-    p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--no-tta", action="store_true", help="no horizontal-flip test-time augmentation")
-    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows (listed) instead of failing")
-    p.add_argument("--batch-size", type=int, default=256, help="inference batch size")
-    return p
-
-
-def main(args: argparse.Namespace) -> dict:
-    from facepipe.evaluate import evaluate
-    from facepipe.models import read_meta
-
-    meta = read_meta(args.model)
-    if args.task and meta["task"] != args.task:
-        raise ValueError(f"{args.model} is a {meta['task']} model, not {args.task}")
-    return evaluate(args.model, args.data, args.output, split=args.split, tta=not args.no_tta,
-                    skip_bad_rows=args.skip_bad_rows, batch_size=args.batch_size, images=args.images)
-
+from facepipe.cli.evaluate import get_args_parser, main, run  # noqa: E402,F401  (one parser, shared with the facepipe command)
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (CSVFormatError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"evaluate: {e}")
+    sys.exit(run())

@@ -4,36 +4,12 @@ Writes to --output: summary.json (rows per split/class, missing keypoints, image
 rows), class_distribution.png (FER2013), samples.png (a grid of images with their keypoints
 drawn and labelled, or their emotion), missing_keypoints.png (keypoints), pixel_histogram.png.
 """
-from __future__ import annotations
-
-import argparse
-import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without install (ray job submit --working-dir .)
 
-from facepipe.data import CSVFormatError  # noqa: E402
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="a FER2013 or Facial Keypoints CSV (.csv, .csv.gz or a Kaggle .zip)")
-    p.add_argument("--output", required=True, help="folder for the plots and summary.json")
-    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows (listed in summary.json) instead of failing")
-    p.add_argument("--samples", type=int, default=24, help="images in the sample grid (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="which rows the sample grid shows (default: %(default)s)")
-    return p
-
-
-def main(args: argparse.Namespace) -> dict:
-    from facepipe.explore import explore
-
-    return explore(args.data, args.output, skip_bad_rows=args.skip_bad_rows, samples=args.samples, seed=args.seed)
-
+from facepipe.cli.explore import get_args_parser, main, run  # noqa: E402,F401  (one parser, shared with the facepipe command)
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (CSVFormatError, FileNotFoundError) as e:
-        sys.exit(f"explore: {e}")
+    sys.exit(run())

@@ -1,0 +1,6 @@
+"""``python -m facepipe``: the ``facepipe`` command."""
+import sys
+
+from facepipe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,46 @@
+"""The ``facepipe`` command: one subcommand per job, each with the very parser its ``jobs/*.py``
+entry point (for ``ray job submit``) uses.
+
+    facepipe annotate PATH... --output OUT     facepipe predict IMAGE...
+    facepipe train --task ... --data ...       facepipe evaluate --model ... --data ...
+    facepipe explore --data ...                facepipe demo
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Subcommand (a module under facepipe.cli with get_args_parser, main and run) → one-line help.
+COMMANDS = {
+    "annotate": "annotate image files and folders into Parquet + plots (incremental)",
+    "predict": "print the faces, keypoints and emotions of a few images",
+    "train": "train the keypoint and/or emotion model (Ray Train)",
+    "evaluate": "evaluate a model directory on a split (metrics, reports, plots)",
+    "explore": "summarise and plot a Kaggle CSV",
+    "demo": "the whole pipeline end to end on generated data",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``facepipe <command> ...``; the command's exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    top = argparse.ArgumentParser(prog="facepipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action="version", version=f"facepipe {__import__('facepipe').__version__}")
+    top.add_argument("command", choices=list(COMMANDS), help="; ".join(f"{k}: {v}" for k, v in COMMANDS.items()))
+    if not argv or argv[0] in ("-h", "--help", "--version"):
+        top.parse_args(argv or ["--help"])
+        return 0
+    command, rest = top.parse_args(argv[:1]).command, argv[1:]
+    module = importlib.import_module(f"facepipe.cli.{command}")
+    if command == "annotate":
+        rest = _inputs_positional(rest)
+    return module.run(rest, prog=f"facepipe {command}")
+
+
+def _inputs_positional(rest: list[str]) -> list[str]:
+    """``facepipe annotate PATH... --output OUT``: leading paths are the ``--input`` list."""
+    paths = []
+    while rest and not rest[0].startswith("-"):
+        paths.append(rest.pop(0))
+    return (["--input", *paths] if paths else []) + rest
