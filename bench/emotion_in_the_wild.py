@@ -44,6 +44,7 @@ def main(args: argparse.Namespace) -> dict:
 
     from facepipe.annotate import annotate, read_annotations
     from facepipe.annotate.infer import default_model
+    from facepipe.annotate.prepare import DEFAULT_MARGIN
     from facepipe.data import read_table
     from facepipe.models import load_model, model_id, predict_images
 
@@ -83,7 +84,7 @@ def main(args: argparse.Namespace) -> dict:
         "detection_rate": round(len(idx) / max(len(sel), 1), 4),
         "job_accuracy": round(float((job_pred == truth).mean()), 4),
         "direct_accuracy": round(float((direct == truth).mean()), 4),
-        "emotion_margin": (meta.get("framing") or {}).get("margin", args.margin),
+        "emotion_margin": (meta.get("framing") or {}).get("margin", DEFAULT_MARGIN if args.margin is None else args.margin),
         "emotion_model_id": model_id(meta),
         "annotate_seconds": round(seconds, 1),
     }

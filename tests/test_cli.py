@@ -77,6 +77,6 @@ def test_a_wheel_carries_the_command_and_the_shipped_weights(tmp_path):
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "facepipe = facepipe.cli:main" in entry_points
-    for task in ("keypoints",):
+    for task in ("keypoints", "emotion"):
         assert {f"facepipe/weights/{task}/weights.pt", f"facepipe/weights/{task}/meta.json", f"facepipe/weights/{task}/README.md"} <= names
     assert "facepipe/cli/annotate.py" in names
