@@ -38,6 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     return module.run(rest, prog=f"facepipe {command}")
 
 
+def run_main(name: str, get_args_parser, main, argv: list[str] | None = None, prog: str | None = None, errors: tuple = ()) -> int:
+    """Parse ``argv`` with the command's parser (named ``prog``) and run ``main``; the exit code:
+    ``main``'s own when it returns one, 1 with a one-line reason for ``errors``, else 0."""
+    parser = get_args_parser()
+    parser.prog = prog or parser.prog
+    args = parser.parse_args(argv)
+    try:
+        result = main(args)
+    except errors as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
 def _inputs_positional(rest: list[str]) -> list[str]:
     """``facepipe annotate PATH... --output OUT``: leading paths are the ``--input`` list."""
     paths = []

@@ -19,6 +19,7 @@ import sys
 
 from facepipe.annotate.detect import DetectorConfig
 from facepipe.annotate.prepare import DEFAULT_MARGIN
+from facepipe.cli import run_main
 
 _DET = DetectorConfig()
 
@@ -124,15 +125,9 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse(argv: list[str] | None, prog: str | None) -> argparse.Namespace:
-    parser = get_args_parser()
-    parser.prog = prog or parser.prog
-    return parser.parse_args(argv)
-
-
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """Parse ``argv`` (default: the command line) and run; the exit code (see the module docstring)."""
-    return main(_parse(argv, prog))
+    """Parse ``argv`` (default: the command line) and run; the exit code."""
+    return run_main("annotate", get_args_parser, main, argv, prog, errors=())
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from facepipe.cli import run_main
+
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -73,16 +75,9 @@ def main(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _parse(argv: list[str] | None, prog: str | None) -> argparse.Namespace:
-    parser = get_args_parser()
-    parser.prog = prog or parser.prog
-    return parser.parse_args(argv)
-
-
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` (default: the command line) and run; the exit code."""
-    main(_parse(argv, prog))
-    return 0
+    return run_main("demo", get_args_parser, main, argv, prog, errors=())
 
 
 if __name__ == "__main__":

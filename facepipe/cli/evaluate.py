@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from facepipe.data import CSVFormatError
+from facepipe.cli import run_main
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -38,20 +39,9 @@ def main(args: argparse.Namespace) -> dict:
                     skip_bad_rows=args.skip_bad_rows, batch_size=args.batch_size, images=args.images)
 
 
-def _parse(argv: list[str] | None, prog: str | None) -> argparse.Namespace:
-    parser = get_args_parser()
-    parser.prog = prog or parser.prog
-    return parser.parse_args(argv)
-
-
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """Parse ``argv`` (default: the command line) and run; 1 with a one-line reason on bad input."""
-    try:
-        main(_parse(argv, prog))
-    except (CSVFormatError, FileNotFoundError, ValueError) as e:
-        print(f"evaluate: {e}", file=sys.stderr)
-        return 1
-    return 0
+    """Parse ``argv`` (default: the command line) and run; the exit code."""
+    return run_main("evaluate", get_args_parser, main, argv, prog, errors=(CSVFormatError, FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from facepipe.data import CSVFormatError
+from facepipe.cli import run_main
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -28,20 +29,9 @@ def main(args: argparse.Namespace) -> dict:
     return explore(args.data, args.output, skip_bad_rows=args.skip_bad_rows, samples=args.samples, seed=args.seed)
 
 
-def _parse(argv: list[str] | None, prog: str | None) -> argparse.Namespace:
-    parser = get_args_parser()
-    parser.prog = prog or parser.prog
-    return parser.parse_args(argv)
-
-
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """Parse ``argv`` (default: the command line) and run; 1 with a one-line reason on bad input."""
-    try:
-        main(_parse(argv, prog))
-    except (CSVFormatError, FileNotFoundError) as e:
-        print(f"explore: {e}", file=sys.stderr)
-        return 1
-    return 0
+    """Parse ``argv`` (default: the command line) and run; the exit code."""
+    return run_main("explore", get_args_parser, main, argv, prog, errors=(CSVFormatError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from facepipe.cli import run_main
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,15 +71,9 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse(argv: list[str] | None, prog: str | None) -> argparse.Namespace:
-    parser = get_args_parser()
-    parser.prog = prog or parser.prog
-    return parser.parse_args(argv)
-
-
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` (default: the command line) and run; the exit code."""
-    return main(_parse(argv, prog))
+    return run_main("predict", get_args_parser, main, argv, prog, errors=())
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from facepipe.augment import AugmentConfig
 from facepipe.data import CSVFormatError, detect_format
+from facepipe.cli import run_main
 
 TASKS = ("keypoints", "emotion")
 
@@ -150,20 +151,9 @@ def main(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _parse(argv: list[str] | None, prog: str | None) -> argparse.Namespace:
-    parser = get_args_parser()
-    parser.prog = prog or parser.prog
-    return parser.parse_args(argv)
-
-
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """Parse ``argv`` (default: the command line) and run; 1 with a one-line reason on bad input."""
-    try:
-        main(_parse(argv, prog))
-    except (CSVFormatError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"train: {e}", file=sys.stderr)
-        return 1
-    return 0
+    """Parse ``argv`` (default: the command line) and run; the exit code."""
+    return run_main("train", get_args_parser, main, argv, prog, errors=(CSVFormatError, FileNotFoundError, FileExistsError, ValueError))
 
 
 if __name__ == "__main__":
