@@ -348,10 +348,15 @@ def test_annotation_driver_reads_model_dirs_without_importing_torch(tmp_path):
     import subprocess
     import sys
 
+    import hashlib
+
+    sha = hashlib.sha256(b"").hexdigest()  # of the empty weights.pt below: the driver checks it, still without torch
     for task in ("keypoints", "emotion"):
         d = tmp_path / task
         d.mkdir()
-        (d / "meta.json").write_text(json.dumps({"task": task, "arch": "x", "weights_sha256": "ab" * 32}))
+        labels = {"keypoint_names" if task == "keypoints" else "class_names": ["a", "b"]}
+        (d / "meta.json").write_text(json.dumps({"task": task, "arch": "x", "arch_args": {}, "input_size": 48,
+                                                 "normalization": {"mean": 0.5, "std": 0.25}, **labels, "weights_sha256": sha}))
         (d / "weights.pt").write_bytes(b"")
     code = (
         "import sys\n"
@@ -362,7 +367,7 @@ def test_annotation_driver_reads_model_dirs_without_importing_torch(tmp_path):
         "print(model_id(kp), model_id(em), 'torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert out.stdout.split() == ["keypoints-x-" + "ab" * 6, "emotion-x-" + "ab" * 6, "False"]
+    assert out.stdout.split() == ["keypoints-x-" + sha[:12], "emotion-x-" + sha[:12], "False"]
 
 
 # --- hostile inputs (issue probes): each is one error row, never a hang, a crash or 5 GB ----------

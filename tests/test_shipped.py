@@ -93,7 +93,7 @@ def test_predict_and_annotate_need_no_model_arguments(tmp_path):
     res = facepipe.predict([str(p) for p in photos])
     faces = [f for r in res for f in r["faces"]]
     assert faces and all(f["keypoints_array"].shape == (15, 2) and abs(sum(f["probabilities"].values()) - 1) < 1e-4 for f in faces)
-    summary = annotate(photos[0], tmp_path / "out", plots="none", verbose=False)  # a single file, in-process
+    summary = annotate(photos[0], tmp_path / "out", plots="none", verbose=False, local=True)  # a single file
     assert summary["run"]["executor"] == "in-process" and summary["images"] == 1
     df = read_annotations(tmp_path / "out")
     assert set(df["keypoints_model_id"]) == {model_id(read_meta(shipped_model("keypoints")))}
