@@ -53,7 +53,7 @@ def test_integral_head_model_trains_and_flips_like_the_pooled_one():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]  # the gradient reaches the backbone through the softmax
 
 
