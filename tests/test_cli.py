@@ -69,7 +69,12 @@ def test_annotate_takes_files_and_folders_as_positional_paths(models, tmp_path):
 
 def test_a_wheel_carries_the_command_and_the_shipped_weights(tmp_path):
     """``pip install .`` gives the facepipe command and the models (built without touching the network)."""
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+    import shutil
+
+    # Built from a copy: setuptools leaves build/ and *.egg-info/ in the source folder.
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "demo_output", "runs", "__pycache__"))
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     wheel = next(tmp_path.glob("facepipe-*.whl"))
