@@ -17,7 +17,7 @@ import numpy as np
 
 from facepipe.annotate.crop import crop_to_image
 from facepipe.annotate.detect import DetectorConfig
-from facepipe.annotate.prepare import COLOR_ORDERS, DEFAULT_MARGIN, PrepareConfig, model_margins, prepare_items
+from facepipe.annotate.prepare import COLOR_ORDERS, DEFAULT_MARGIN, PrepareConfig, model_crops, prepare_items
 
 __all__ = ["Annotator", "predict", "resolve_device", "load_models_meta", "default_model"]
 
@@ -86,12 +86,9 @@ class Annotator:
         self.model_ids = (model_id(self.kp_meta), model_id(self.em_meta))
 
     @property
-    def crop_sizes(self) -> tuple[tuple[str, int], ...]:
-        return (("keypoints", self.kp_size), ("emotion", self.em_size))
-
-    @property
-    def crop_margins(self) -> tuple[tuple[str, float], ...]:
-        return model_margins({"keypoints": self.kp_meta, "emotion": self.em_meta})
+    def crops(self) -> dict:
+        """How stage 1 crops for these models (:func:`.prepare.model_crops`)."""
+        return model_crops({"keypoints": self.kp_meta, "emotion": self.em_meta})
 
     def _forward(self, model, meta, crops: np.ndarray) -> np.ndarray:
         import torch
@@ -195,8 +192,7 @@ def predict(
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
     det = DetectorConfig.from_any(detector)
-    config = PrepareConfig(detector=det, margin=margin, crop_sizes=annotator.crop_sizes,
-                           crop_margins=annotator.crop_margins, detect=detect, cv2_threads=0)
+    config = PrepareConfig(detector=det, margin=margin, detect=detect, cv2_threads=0, **annotator.crops)
     rows = annotator(prepare_items(items, config, color=color))
     if as_frame:
         from facepipe.annotate.schema import build_schema, rows_to_table

@@ -34,7 +34,7 @@ import numpy as np
 from facepipe.annotate.detect import DetectorConfig, cascade_path
 from facepipe.annotate.infer import Annotator, default_model, load_models_meta
 from facepipe.annotate.io import list_files, real_name
-from facepipe.annotate.prepare import DEFAULT_MARGIN, FILE_COLUMNS, PrepareConfig, model_margins, prepare_batch
+from facepipe.annotate.prepare import DEFAULT_MARGIN, FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
 from facepipe.annotate.render import render_batch
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, keypoint_columns, rows_to_table
 from facepipe.annotate.state import load_state, read_annotations, read_table
@@ -166,8 +166,7 @@ def annotate(
             _run_pipeline(
                 todo, state, writer, counts, timings, marks, log,
                 schema=schema, run_id=run_id, kp_id=kp_id, em_id=em_id, det=det,
-                prep=PrepareConfig(detector=det, margin=margin, crop_sizes=(("keypoints", int(kp_meta["input_size"])), ("emotion", int(em_meta["input_size"]))),
-                                   crop_margins=model_margins({"keypoints": kp_meta, "emotion": em_meta})),
+                prep=PrepareConfig(detector=det, margin=margin, **model_crops({"keypoints": kp_meta, "emotion": em_meta})),
                 keypoints_model=str(Path(keypoints_model).resolve()), emotion_model=str(Path(emotion_model).resolve()),
                 batch_size=batch_size, concurrency=concurrency, files_per_task=files_per_task, device=device,
                 num_cpus=num_cpus, prepare_num_cpus=prepare_num_cpus, infer_num_cpus=infer_num_cpus,
@@ -200,8 +199,6 @@ def _choose_local(local: bool | None, n_files: int) -> bool:
 def _local_batches(records: list[dict], prep: PrepareConfig, keypoints_model: str, emotion_model: str, batch_size: int,
                    files_per_task: int, device: str, torch_threads: int | None):
     """The Ray pipeline's two stages, run here on ``files_per_task`` files at a time."""
-    from facepipe.annotate.infer import Annotator
-
     annotator = Annotator(keypoints_model, emotion_model, device=device, torch_threads=torch_threads, batch_size=batch_size)
     for i in range(0, len(records), files_per_task):
         chunk = records[i : i + files_per_task]

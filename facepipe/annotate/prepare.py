@@ -27,7 +27,7 @@ from facepipe.annotate.crop import crop_resize, square_crop
 from facepipe.annotate.detect import DetectorConfig, detect_faces
 from facepipe.annotate.io import ImageDecodeError, decode_image, to_uint8
 
-__all__ = ["COLOR_ORDERS", "DEFAULT_MARGIN", "PrepareConfig", "array_to_gray", "model_margins", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
+__all__ = ["COLOR_ORDERS", "DEFAULT_MARGIN", "PrepareConfig", "array_to_gray", "model_crops", "model_margins", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
 
 #: Fraction of the face box's longer side added on each edge of the square crop.
 DEFAULT_MARGIN = 0.15
@@ -103,6 +103,12 @@ class _Rows:
 def model_margins(metas: dict[str, dict]) -> tuple[tuple[str, float], ...]:
     """``(task, margin)`` for each model whose ``meta.json`` records the framing it was trained on."""
     return tuple((t, float(m["framing"]["margin"])) for t, m in metas.items() if "margin" in (m.get("framing") or {}))
+
+
+def model_crops(metas: dict[str, dict]) -> dict:
+    """The :class:`PrepareConfig` fields that crop each model's input as its ``meta.json`` says
+    (size and framing), for ``{task: meta}``: the job and ``predict`` build their config from it."""
+    return {"crop_sizes": tuple((t, int(m["input_size"])) for t, m in metas.items()), "crop_margins": model_margins(metas)}
 
 
 def _error_message(e: BaseException) -> str:
