@@ -55,6 +55,7 @@ def match_faces(df, rows, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.
     Returns ``found`` bool ``[N]``, predicted points ``[N, K, 2]`` and boxes ``[N, 4]`` (NaN when not found).
     """
     from facepipe.annotate.schema import keypoint_columns
+    from facepipe.data.photos import match_face
 
     cols = [c for pair in keypoint_columns(names) for c in pair]
     ok = df[df["status"] == "ok"]
@@ -67,13 +68,10 @@ def match_faces(df, rows, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.
         g = by_path.get(Path(name).name)
         if g is None:
             continue
-        c = np.nanmean(pts, axis=0)
         b = g[["bbox_x", "bbox_y", "bbox_w", "bbox_h"]].to_numpy(np.float64)
-        inside = (b[:, 0] <= c[0]) & (c[0] <= b[:, 0] + b[:, 2]) & (b[:, 1] <= c[1]) & (c[1] <= b[:, 1] + b[:, 3])
-        if not inside.any():
+        j = match_face(b, pts)  # the rule training used to pick the labelled face
+        if j is None:
             continue
-        d = np.hypot(b[:, 0] + b[:, 2] / 2 - c[0], b[:, 1] + b[:, 3] / 2 - c[1])
-        j = int(np.argmin(np.where(inside, d, np.inf)))
         found[i] = True
         pred[i] = g[cols].to_numpy(np.float64)[j].reshape(k, 2)
         boxes[i] = b[j]

@@ -37,7 +37,7 @@ from facepipe.data.kaggle import PHOTO_POINTS, BadRow, CSVFormatError, RawTable,
 
 __all__ = [
     "Framing", "BoxModel", "PhotoRows", "group_of", "group_split", "read_photo_rows", "detect_batch", "crop_photos",
-    "face_boxes", "fit_box_model", "interocular", "nme",
+    "face_boxes", "fit_box_model", "match_face", "interocular", "nme",
 ]
 
 _GROUP_SUFFIX = re.compile(r"_\d+$")
@@ -156,18 +156,18 @@ def fit_box_model(boxes: np.ndarray, points: np.ndarray, margin: float) -> tuple
     return model, framing
 
 
-def match_face(boxes: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """The detected box holding the labelled face: it contains the points' centre, and is the
-    closest such box to it. NaN ``[4]`` when none does."""
+def match_face(boxes: np.ndarray, points: np.ndarray) -> int | None:
+    """Index of the box ``[F, 4]`` holding the labelled face: it contains the points' centre and is
+    the closest such box to it; None when no box does."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(boxes) == 0 or not np.isfinite(points).any():
-        return np.full(4, np.nan, np.float32)
+        return None
     c = np.nanmean(points, axis=0)
     inside = (boxes[:, 0] <= c[0]) & (c[0] <= boxes[:, 0] + boxes[:, 2]) & (boxes[:, 1] <= c[1]) & (c[1] <= boxes[:, 1] + boxes[:, 3])
     if not inside.any():
-        return np.full(4, np.nan, np.float32)
-    cand = boxes[inside]
-    d = np.hypot(cand[:, 0] + cand[:, 2] / 2 - c[0], cand[:, 1] + cand[:, 3] / 2 - c[1])
-    return cand[int(np.argmin(d))].astype(np.float32)
+        return None
+    d = np.hypot(boxes[:, 0] + boxes[:, 2] / 2 - c[0], boxes[:, 1] + boxes[:, 3] / 2 - c[1])
+    return int(np.argmin(np.where(inside, d, np.inf)))
 
 
 # --- reading the CSV ----------------------------------------------------------------------------
@@ -318,7 +318,9 @@ def detect_batch(batch: dict[str, np.ndarray], detector: dict | None = None) -> 
         photo[i] = data
         boxes, _ = detect_faces(gray, cfg)
         faces[i] = len(boxes)
-        det[i] = match_face(boxes, pts)
+        j = match_face(boxes, pts)
+        if j is not None:
+            det[i] = boxes[j]
     return {**batch, "photo": photo, "width": wh[:, 0], "height": wh[:, 1], "det_box": det, "num_faces": faces, "error": error}
 
 
