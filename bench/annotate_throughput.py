@@ -5,7 +5,7 @@
 The input folder is replicated (hard links, else copies) to ``--images`` files in a temporary
 folder; models are untrained networks of the default architectures (keypoint ResNet18, emotion
 VGG-CNN 32-64-128-256): their cost does not depend on training. Three measurements, same detector
-settings everywhere (``DetectorConfig()`` defaults):
+settings everywhere (the default detector, ``detector_config()``):
 
 * ``naive_img_s``: one process, one image at a time: read, decode, detect, and each model on one
   face at a time (models loaded once; OpenCV and torch with their default thread counts), over
@@ -71,7 +71,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def _models(workdir: Path, args) -> tuple[str, str]:
     if args.keypoints_model and args.emotion_model:
         return args.keypoints_model, args.emotion_model
-    from facepipe.annotate.demo import write_untrained_models
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from untrained import write_untrained_models  # the tests' untrained networks: throughput does not depend on training
 
     kp, em = write_untrained_models(workdir / "models")
     return str(kp), str(em)
@@ -118,7 +119,7 @@ def _naive_loop(files: list[Path], kp_dir: str, em_dir: str) -> dict:
     import torch
 
     from facepipe.annotate.crop import crop_resize, crop_to_image, square_crop
-    from facepipe.annotate.detect import DetectorConfig, detect_faces
+    from facepipe.annotate.detect import detect_faces, detector_config
     from facepipe.annotate.io import decode_image
     from facepipe.annotate.prepare import DEFAULT_MARGIN
     from facepipe.models import load_model, preprocess, to_pixels
@@ -126,7 +127,7 @@ def _naive_loop(files: list[Path], kp_dir: str, em_dir: str) -> dict:
     kp, kp_meta = load_model(kp_dir)
     em, em_meta = load_model(em_dir)
     ks, es = kp_meta["input_size"], em_meta["input_size"]
-    det = DetectorConfig()
+    det = detector_config()  # the job's default detector
     faces = 0
     with torch.inference_mode():
         # warm-up (first calls allocate)
@@ -151,12 +152,12 @@ def _stage_costs(files: list[Path], kp_dir: str, em_dir: str, batch_size: int) -
     import torch
 
     from facepipe.annotate.crop import crop_resize, square_crop
-    from facepipe.annotate.detect import DetectorConfig, detect_faces
+    from facepipe.annotate.detect import detect_faces, detector_config
     from facepipe.annotate.io import decode_image
     from facepipe.annotate.prepare import DEFAULT_MARGIN
     from facepipe.models import load_model, preprocess
 
-    det = DetectorConfig()
+    det = detector_config()  # the job's default detector
     default_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:

@@ -83,13 +83,14 @@ def refine(model_dir, meta: dict, abs_paths: np.ndarray, points: np.ndarray) -> 
     used for faces known from their points (``box_from_points`` + margin), predict again."""
     from facepipe.annotate.crop import crop_to_image
     from facepipe.data.photos import BoxModel, crop_photos
-    from facepipe.models import load_model, predict_images
+    from facepipe.predictor import Predictor
 
-    model, meta = load_model(model_dir)
+    predictor = Predictor.load(model_dir, "cpu")
+    meta = predictor.meta
     photos = np.array([Path(p).read_bytes() for p in abs_paths], dtype=object)
     boxes = BoxModel(**meta["framing"]["box_from_points"]).boxes(points)
     crops = crop_photos({"photo": photos, "box": boxes, "points": points}, {"margin": meta["framing"]["margin"]}, meta["input_size"])
-    pred = predict_images(model, meta, crops["image"])
+    pred = predictor(crops["image"])
     return crop_to_image(pred, crops["square"][:, None, :], meta["input_size"])
 
 
@@ -132,10 +133,7 @@ def main(args: argparse.Namespace) -> dict:
         em_model = args.emotion_model or shipped_model("emotion")
         em_note = "given" if args.emotion_model else "shipped"
         if em_model is None:
-            from facepipe.annotate.demo import write_untrained_models
-
-            em_model = write_untrained_models(Path(tmp) / "placeholder", small_emotion=True)[1]
-            em_note = "untrained placeholder (emotion not measured)"
+            raise SystemExit("no emotion model given and none shipped: pass --emotion-model (its output is not measured here)")
         t0 = time.perf_counter()
         annotate(inp, out, kp_model, em_model, plots="none", verbose=False)
         seconds = time.perf_counter() - t0

@@ -37,7 +37,7 @@ def plain_loop(task: str, data: str, epochs: int, batch_size: int, threads: int,
     """
     from facepipe import models
     from facepipe.augment import AugmentConfig, BatchAugmenter
-    from facepipe.data import EMOTIONS, read_table
+    from facepipe.data import read_table
     from facepipe.data.ray_datasets import assign_splits
     from facepipe.tasks import get_task
 
@@ -48,13 +48,12 @@ def plain_loop(task: str, data: str, epochs: int, batch_size: int, threads: int,
     table = read_table(data)
     split = assign_splits(len(table), table.columns.get("usage"), 0.1, 0)
     tr = table.select(split == ("Training" if task == "emotion" else "train"))
-    arch, args, size = models.DEFAULT_ARCH[task]
-    labels = list(tr.schema.names) if task == "keypoints" else list(EMOTIONS)
-    meta = models.make_meta(task, arch, args, size, labels, tr.images.mean() / 255, tr.images.std() / 255)
-    model = models.build_model(task, arch, args, len(labels))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     t = get_task(task)
-    flip = tr.schema.flip_permutation.tolist() if task == "keypoints" else None
+    labels = t.labels(tr.format)
+    meta = models.make_meta(task, t.arch, t.arch_args, t.input_size, labels, tr.images.mean() / 255, tr.images.std() / 255)
+    model = models.build_model(task, t.arch, t.arch_args, len(labels))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    flip = t.flip_permutation(labels)
     aug = BatchAugmenter(asdict(AugmentConfig.for_task(task)), flip, seed=0)
     cols = ["image", "line", *t.label_columns]
     rate = 0.0

@@ -14,7 +14,7 @@ Data conventions (Ray Data ``map_batches`` batches are dicts of numpy arrays):
 * any other column is passed through untouched.
 
 Apply augmentation to the training split only; :func:`hflip_batch` and :func:`unflip_keypoints`
-are deterministic flips (the models' flip TTA is :func:`facepipe.models.predict_images`).
+are deterministic flips of data (the models' flip TTA is :class:`facepipe.predictor.Predictor`).
 
 Warping uses ``cv2.warpAffine`` per sample (bilinear, replicated border). On a 2-core CPU it
 was 2-4x faster than a batched torch ``affine_grid``/``grid_sample`` (64 images: ~1.6-2 ms vs
@@ -67,8 +67,9 @@ _ERASE_AREA = (0.02, 0.2)
 _ERASE_ASPECT = (0.3, 3.3)
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, flag: str | None = None) -> dict[str, str]:
+    """Field metadata: help text and, where it differs from the field name, the CLI flag."""
+    return {"help": text, **({"flag": flag} if flag else {})}
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class AugmentConfig:
         "probability of a vertical flip; keep 0: faces are never upside down at inference "
         "and a vertical flip puts the eyes below the mouth"))
     rotate_deg: float = field(default=10.0, metadata=_help(
-        "maximum absolute rotation in degrees"))
+        "maximum absolute rotation in degrees", flag="--rotate"))
     shift: float = field(default=0.08, metadata=_help(
         "maximum translation as a fraction of the image size"))
     scale: float = field(default=0.08, metadata=_help(
@@ -114,7 +115,7 @@ class AugmentConfig:
     erase: float = field(default=0.0, metadata=_help(
         "probability of erasing a random rectangle with a random grey"))
     noise_std: float = field(default=0.0, metadata=_help(
-        "std of additive Gaussian noise as a fraction of 255"))
+        "std of additive Gaussian noise as a fraction of 255", flag="--noise"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

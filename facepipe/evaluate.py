@@ -7,47 +7,21 @@ Writes ``metrics.json``, ``per_keypoint_rmse.csv`` or ``classification_report.cs
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from facepipe import models, plots
 from facepipe.data.kaggle import FER, PHOTO_POINTS, FaceTable, detect_format, read_table
 from facepipe.data.ray_datasets import FER_VAL, assign_splits
-from facepipe.tasks import get_task
+from facepipe.predictor import Predictor
+from facepipe.tasks import classification_report  # noqa: F401  (re-exported)
+from facepipe.logs import get_logger
 
-
-def classification_report(cm: np.ndarray, classes: list[str]) -> list[dict]:
-    """Per-class precision/recall/F1/support from a confusion matrix (rows = true), plus macro and weighted averages."""
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
-    rows = [
-        {"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for c, p, r, f, s in zip(classes, precision, recall, f1, support)
-    ]
-    total = support.sum()
-    w = support / total if total else np.zeros_like(support)
-    rows.append({"class": "macro avg", "precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean()), "support": int(total)})
-    rows.append({"class": "weighted avg", "precision": float((precision * w).sum()), "recall": float((recall * w).sum()), "f1": float((f1 * w).sum()), "support": int(total)})
-    return rows
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+log = get_logger(__name__)
 
 
 def select_split(table, meta: dict, split: str | None) -> tuple[np.ndarray, str]:
@@ -121,7 +95,7 @@ def photo_split(data: str | os.PathLike, images: str | os.PathLike | None, meta:
 
 
 def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, output: str | os.PathLike, split: str | None = None,
-             tta: bool = True, skip_bad_rows: bool = False, batch_size: int = 256, samples: int = 24,
+             tta: bool | str = True, skip_bad_rows: bool = False, batch_size: int = 256, samples: int = 24,
              images: str | os.PathLike | None = None) -> dict:
     """Evaluate a saved model on ``split`` of ``data``; write metrics, report files and plots to ``output``.
 
@@ -129,78 +103,41 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, output: str 
     image pixels as NME (mean point distance / distance between the eye centres).
     """
     t0 = time.perf_counter()
-    model, meta = models.load_model(model_dir)
+    predictor = Predictor.load(model_dir, device="cpu", batch_size=batch_size, tta=tta)
+    meta, task = predictor.meta, predictor.task
     photo = None
     if detect_format(data).name == PHOTO_POINTS:
-        if meta["task"] != "keypoints":
-            raise ValueError(f"{data}: photo labels cannot evaluate a {meta['task']} model")
+        if detect_format(data).task != task.name:
+            raise ValueError(f"{data}: photo labels cannot evaluate a {task.name} model")
         sub, split_name, photo = photo_split(data, images, meta, split, skip_bad_rows)
         table = sub
     else:
         table = read_table(data, skip_bad_rows=skip_bad_rows)
-        if table.format.task != meta["task"] or not table.format.has_labels:
-            raise ValueError(f"{data}: a {table.format.name} file cannot evaluate a {meta['task']} model")
+        if table.format.task != task.name or not table.format.has_labels:
+            raise ValueError(f"{data}: a {table.format.name} file cannot evaluate a {task.name} model")
         if table.format.image_size != meta["input_size"]:
             raise ValueError(f"{data}: images are {table.format.image_size} px, the model expects {meta['input_size']} px")
         mask, split_name = select_split(table, meta, split)
         sub = table.select(mask)
-    pred = models.predict_images(model, meta, sub.images, batch_size=batch_size, tta=tta)
-    task = get_task(meta["task"])
+    pred = predictor(sub.images)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     show = np.sort(rng.choice(len(sub), size=min(samples, len(sub)), replace=False))
+    metrics, headline = task.report(pred, sub, meta, out, show, plots)
+    if photo is not None:
+        from facepipe.annotate.crop import crop_to_image
+        from facepipe.data.photos import nme
 
-    if meta["task"] == "keypoints":
-        batch = {"keypoints": torch.as_tensor(sub.keypoints), "mask": torch.as_tensor(sub.mask)}
-        sums = {k: v.numpy() for k, v in task.sums_from_predictions(torch.as_tensor(pred), batch).items()}
-        res = task.finalize(sums, meta)
-        if res["rmse_px"] is None:
-            raise ValueError(f"{data}: the {split_name} split has no labelled keypoint to measure an error on")
-        metrics = {"task": "keypoints", "rmse_px": res["rmse_px"], "per_keypoint_rmse_px": res["per_keypoint_rmse_px"]}
-        rows = [{"keypoint": k, "rmse_px": v, "present": int(c)} for (k, v), c in zip(res["per_keypoint_rmse_px"].items(), sums["count"])]
-        _write_csv(out / "per_keypoint_rmse.csv", rows)
-        plots.per_keypoint_rmse({k: v for k, v in res["per_keypoint_rmse_px"].items() if v is not None}, out / "per_keypoint_rmse.png", overall=res["rmse_px"])
-        plots.image_grid(sub.images[show], out / "keypoint_predictions.png", keypoints=pred[show], true_keypoints=sub.keypoints[show],
-                         suptitle=f"predicted (red x) vs true (green) — RMSE {res['rmse_px']:.2f} px")
-        headline = f"RMSE {res['rmse_px']:.3f} px"
-        if photo is not None:
-            from facepipe.annotate.crop import crop_to_image
-            from facepipe.data.photos import nme
-
-            face_nme, point_nme = nme(crop_to_image(pred, photo["square"][:, None, :], meta["input_size"]), photo["points"], meta["keypoint_names"])
-            metrics.update({
-                "nme_mean": float(np.mean(face_nme)), "nme_median": float(np.median(face_nme)), "failure_rate": float(np.mean(face_nme > 0.10)),
-                "per_keypoint_nme": {k: float(v) for k, v in zip(meta["keypoint_names"], np.nanmean(point_nme, axis=0))},
-                "faces": {k: photo[k] for k in ("detected", "framed_from_labels", "bad_photos")},
-            })
-            headline += f", NME {metrics['nme_mean']:.4f} in image pixels"
-    else:
-        classes = meta["class_names"]
-        batch = {"label": torch.as_tensor(sub.labels)}
-        sums = {k: v.numpy() for k, v in task.sums_from_predictions(torch.as_tensor(pred), batch).items()}
-        res = task.finalize(sums, meta)
-        cm = np.asarray(res["confusion_matrix"])
-        report = classification_report(cm, classes)
-        metrics = {
-            "task": "emotion",
-            "accuracy": res["accuracy"],
-            "confusion_matrix": cm.tolist(),
-            "confusion_matrix_normalized": np.round(cm / np.maximum(cm.sum(1, keepdims=True), 1), 4).tolist(),
-            "classification_report": report,
-        }
-        _write_csv(out / "classification_report.csv", report)
-        plots.confusion_matrix(cm, out / "confusion_matrix.png", classes, normalize=True)
-        plots.confusion_matrix(cm, out / "confusion_matrix_counts.png", classes, normalize=False)
-        p = pred[show].argmax(1)
-        t = sub.labels[show]
-        plots.image_grid(sub.images[show], out / "emotion_predictions.png",
-                         titles=[f"{classes[a]} ({pred[i].max():.2f})\ntrue: {classes[b]}" for i, a, b in zip(show, p, t)],
-                         title_colors=["green" if a == b else "red" for a, b in zip(p, t)],
-                         suptitle=f"predicted vs true — accuracy {res['accuracy']:.3f}")
-        headline = f"accuracy {res['accuracy']:.4f}"
-    metrics.update({"split": split_name, "images": len(sub), "tta": tta, "model_id": models.model_id(meta), "data": str(data),
+        face_nme, point_nme = nme(crop_to_image(pred, photo["square"][:, None, :], meta["input_size"]), photo["points"], meta[task.label_key])
+        metrics.update({
+            "nme_mean": float(np.mean(face_nme)), "nme_median": float(np.median(face_nme)), "failure_rate": float(np.mean(face_nme > 0.10)),
+            "per_keypoint_nme": {k: float(v) for k, v in zip(meta[task.label_key], np.nanmean(point_nme, axis=0))},
+            "faces": {k: photo[k] for k in ("detected", "framed_from_labels", "bad_photos")},
+        })
+        headline += f", NME {metrics['nme_mean']:.4f} in image pixels"
+    metrics.update({"split": split_name, "images": len(sub), "tta": predictor.tta, "model_id": models.model_id(meta), "data": str(data),
                     "skipped_rows": len(table.skipped), "seconds": round(time.perf_counter() - t0, 2)})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"[evaluate] {meta['task']} on {split_name} ({len(sub)} images): {headline} -> {out}", flush=True)
+    log.info(f"[evaluate] {task.name} on {split_name} ({len(sub)} images): {headline} -> {out}")
     return metrics

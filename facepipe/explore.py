@@ -10,6 +10,9 @@ import numpy as np
 from facepipe import plots
 from facepipe.data import EMOTIONS, read_table
 from facepipe.data.stats import summarize
+from facepipe.logs import get_logger
+
+log = get_logger(__name__)
 
 
 def explore(data: str | os.PathLike, output: str | os.PathLike, skip_bad_rows: bool = False, samples: int = 24, seed: int = 0) -> dict:
@@ -33,5 +36,5 @@ def explore(data: str | os.PathLike, output: str | os.PathLike, skip_bad_rows: b
     summary["plots"] = [p.name for p in written]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     skipped = f", {summary['skipped_rows']} bad rows skipped" if summary["skipped_rows"] else ""
-    print(f"explore: {summary['rows']} rows of {summary['format']} from {data}{skipped} -> {out}", flush=True)
+    log.info(f"explore: {summary['rows']} rows of {summary['format']} from {data}{skipped} -> {out}")
     return summary

@@ -27,11 +27,8 @@ def read_meta(path: str | os.PathLike) -> dict:
     return json.loads((path / META).read_text())
 
 
-#: What inference reads from meta.json, per task: (field, type) pairs.
-_REQUIRED = {
-    "keypoints": (("arch", str), ("arch_args", dict), ("input_size", int), ("normalization", dict), ("keypoint_names", list)),
-    "emotion": (("arch", str), ("arch_args", dict), ("input_size", int), ("normalization", dict), ("class_names", list)),
-}
+#: What inference reads from meta.json besides the task's label list: (field, type) pairs.
+_REQUIRED = (("arch", str), ("arch_args", dict), ("input_size", int), ("normalization", dict))
 
 
 def check_model_dir(path: str | os.PathLike, task: str) -> dict:
@@ -50,14 +47,17 @@ def check_model_dir(path: str | os.PathLike, task: str) -> dict:
         raise ValueError(f"{path / META}: holds a {type(meta).__name__}, not an object of model fields")
     if meta.get("task") != task:
         raise ValueError(f"{path}: is a {meta.get('task')!r} model, expected a {task!r} model")
-    for field, typ in _REQUIRED[task]:
+    from facepipe.tasks import get_task  # the task names its label field
+
+    label_key = get_task(task).label_key
+    for field, typ in (*_REQUIRED, (label_key, list)):
         if not isinstance(meta.get(field), typ):
             raise ValueError(f"{path / META}: field {field!r} is missing or not a {typ.__name__}")
     if meta["input_size"] < 8:
         raise ValueError(f"{path / META}: field 'input_size' is {meta['input_size']}, not an image side")
-    labels = meta.get("keypoint_names") or meta.get("class_names")
+    labels = meta[label_key]
     if not labels or not all(isinstance(n, str) and n for n in labels):
-        raise ValueError(f"{path / META}: the {'keypoint' if task == 'keypoints' else 'class'} names must be non-empty strings")
+        raise ValueError(f"{path / META}: {label_key!r} must be a list of non-empty strings")
     weights = path / WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{path}: no {WEIGHTS}")

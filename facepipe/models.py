@@ -22,14 +22,6 @@ import torchvision
 import facepipe
 from facepipe.model_dir import META, WEIGHTS, model_id, read_meta  # noqa: F401  (re-exported)
 
-#: Defaults per task: architecture, its arguments and input size.
-DEFAULT_ARCH = {
-    "keypoints": ("resnet18", {}, 96),
-    # 1.2M parameters; 32 channels at full 48 px resolution keeps it ~4x cheaper than 64.
-    # No dropout inside the blocks by default: with it, FER2013 underfit within a 60-minute CPU
-    # budget (train loss stayed above validation loss for all 13 epochs; RESULTS.md).
-    "emotion": ("vgg_cnn", {"widths": [32, 64, 128, 256], "convs_per_block": 2, "dropout": 0.3, "block_dropout": 0.0}, 48),
-}
 RESNETS = ("resnet18", "resnet34", "resnet50")
 #: Block type and blocks per stage of each ResNet depth (as torchvision's factories build them).
 _RESNET_LAYOUT = {
@@ -160,22 +152,28 @@ class EmotionCNN(nn.Module):
         return self.head(self.features(x))
 
 
+def _keypoint_resnet(depth: str):
+    return lambda num_outputs, **args: KeypointResNet(num_outputs, depth=depth, **args)
+
+
+#: The architecture registry: name → (the task whose outputs it predicts, factory(num_outputs, **arch_args)).
+ARCHS = {
+    **{depth: ("keypoints", _keypoint_resnet(depth)) for depth in RESNETS},
+    "vgg_cnn": ("emotion", lambda num_outputs, **args: EmotionCNN(num_outputs, **args)),
+}
+
+
 def build_model(task: str, arch: str, arch_args: dict, num_outputs: int) -> nn.Module:
-    """Construct an untrained network; ``num_outputs`` = keypoints (K) or classes.
+    """Construct an untrained ``arch`` network for ``task``; ``num_outputs`` = keypoints (K) or classes.
 
     Weights are laid out channels-last: on CPU (oneDNN) that makes these convolutions 3-5x faster.
     """
-    if task == "keypoints":
-        if arch not in RESNETS:
-            raise ValueError(f"keypoints model must be one of {RESNETS}, got {arch!r}")
-        model: nn.Module = KeypointResNet(num_outputs, depth=arch, **arch_args)
-    elif task == "emotion":
-        if arch != "vgg_cnn":
-            raise ValueError(f"emotion model must be 'vgg_cnn', got {arch!r}")
-        model = EmotionCNN(num_outputs, **arch_args)
-    else:
-        raise ValueError(f"unknown task {task!r}; choose 'keypoints' or 'emotion'")
-    return model.to(memory_format=torch.channels_last)
+    fits = sorted(name for name, (t, _) in ARCHS.items() if t == task)
+    if not fits:
+        raise ValueError(f"unknown task {task!r}; the architectures serve {sorted({t for t, _ in ARCHS.values()})}")
+    if arch not in fits:
+        raise ValueError(f"{task} model must be one of {fits}, got {arch!r}")
+    return ARCHS[arch][1](num_outputs, **arch_args).to(memory_format=torch.channels_last)
 
 
 def native_bf16(device: torch.device | str) -> bool:
@@ -237,13 +235,15 @@ def to_normalised(pixels: torch.Tensor | np.ndarray, size: int) -> torch.Tensor 
 
 def make_meta(task: str, arch: str, arch_args: dict, input_size: int, labels: list[str], mean: float, std: float, **extra) -> dict:
     """The ``meta.json`` content: everything inference needs, and where the model came from."""
+    from facepipe.tasks import get_task  # tasks builds on this module
+
     meta = {
         "task": task,
         "arch": arch,
         "arch_args": arch_args,
         "input_size": input_size,
         "normalization": {"mean": round(float(mean), 6), "std": round(float(std), 6)},
-        ("keypoint_names" if task == "keypoints" else "class_names"): list(labels),
+        get_task(task).label_key: list(labels),
         "facepipe_version": facepipe.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -292,43 +292,3 @@ def unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module"):
         model = model.module
     return getattr(model, "_orig_mod", model)
-
-
-@torch.no_grad()
-def predict_images(model: nn.Module, meta: dict, images: np.ndarray, batch_size: int = 256, tta: bool = False, device: torch.device | str = "cpu") -> np.ndarray:
-    """Batched inference on uint8 model-size images [N, S, S].
-
-    Returns keypoints in input pixels [N, K, 2] or class probabilities [N, C]. With ``tta`` the
-    horizontally flipped image is predicted too and averaged in (keypoints un-flipped first,
-    swapping left/right points by name).
-    """
-    model.eval()
-    size = meta["input_size"]
-    if images.ndim != 3 or images.shape[1:] != (size, size):
-        raise ValueError(f"expected images [N, {size}, {size}], got {images.shape}")
-    perm = None
-    if tta and meta["task"] == "keypoints":
-        from facepipe.data.schema import KeypointSchema
-
-        perm = torch.as_tensor(KeypointSchema.from_names(meta["keypoint_names"]).flip_permutation)
-    outs = []
-    for i in range(0, len(images), batch_size):
-        x = preprocess(images[i : i + batch_size], meta, device)
-        y = _head(model(x), meta)
-        if tta:
-            yf = _head(model(torch.flip(x, dims=[3])), meta)
-            if perm is not None:
-                yf = yf[:, perm]
-                yf[..., 0] = (size - 1) - yf[..., 0]
-            y = (y + yf) / 2
-        outs.append(y.float().cpu().numpy())
-    if not outs:
-        k = len(meta.get("keypoint_names") or meta.get("class_names"))
-        return np.zeros((0, k, 2) if meta["task"] == "keypoints" else (0, k), np.float32)
-    return np.concatenate(outs)
-
-
-def _head(out: torch.Tensor, meta: dict) -> torch.Tensor:
-    if meta["task"] == "keypoints":
-        return to_pixels(out.float(), meta["input_size"])
-    return torch.softmax(out.float(), dim=1)

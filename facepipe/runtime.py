@@ -6,19 +6,7 @@ import os
 
 import ray
 
-#: System settings of the embedded Ray (a cluster keeps its own).
-EMBEDDED_SYSTEM_CONFIG = {
-    # Ray renices its workers to 15 so the control plane stays responsive on big nodes; on a
-    # small machine that lets every wake-up of a nice-0 Ray daemon preempt a training thread
-    # mid-step and stall its OpenMP peers (measured: 144 -> 154 img/s at nice 0).
-    "worker_niceness": 0,
-    # Ray kills idle task workers above one per CPU after 1 s. Ray Data's map tasks run in bursts
-    # (backpressure pauses them for seconds), so on 2 CPUs training kept killing and respawning
-    # worker processes, each re-importing numpy/pyarrow/cv2 (13-14 distinct ones in a minute of
-    # epochs against 7 with this setting, and slower epochs: bench/worker_churn.py).
-    "idle_worker_killing_time_threshold_ms": 60_000,
-}
-
+from facepipe.ray_compat import EMBEDDED_SYSTEM_CONFIG
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, progress: bool = False) -> dict:
     """Connect to Ray and return its resources.
@@ -28,6 +16,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, progress: 
     progress bars stay quiet unless ``progress`` is set, so a job's own progress lines stay readable.
     """
     if not ray.is_initialized():
+        if not progress:
+            # Read by the driver when it prints worker lines (no ANSI colour codes in job logs) and,
+            # through the environment the embedded Ray's workers inherit, by Ray Data in every
+            # process (no per-dataset INFO lines from the coordinators beside our progress lines).
+            os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+            os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
         address = address or os.environ.get("RAY_ADDRESS") or None
         kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": True}
         if address:

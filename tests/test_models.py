@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -71,3 +72,37 @@ def test_float16_model_directory_loads_back_into_fp32(tmp_path):
         assert b.dtype == a.dtype  # fp32 network, fp16-rounded values
         if a.is_floating_point():
             torch.testing.assert_close(b, a.to(torch.float16).to(a.dtype), rtol=0, atol=0)
+
+
+class _BrightestPoint(torch.nn.Module):
+    """Every keypoint at the image's brightest spot (soft-argmax), in the models' [-1, 1] scale."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        p = (x.float().flatten(1) * 200).softmax(-1).view(n, h, w)
+        xs = (p.sum(1) * torch.arange(w, dtype=torch.float32)).sum(-1)
+        ys = (p.sum(2) * torch.arange(h, dtype=torch.float32)).sum(-1)
+        xy = torch.stack([xs, ys], -1) / ((w - 1) / 2) - 1
+        return xy[:, None, :].expand(n, self.k, 2)
+
+
+@pytest.mark.parametrize("tta", ["none", "flip", "crops"])
+def test_predictor_maps_every_tta_view_back(tta):
+    """A bright dot is found where it is through every view: shifts are subtracted and mirrored
+    points mirrored back, so TTA averages agreeing answers instead of blurring them."""
+    from facepipe.data.schema import KeypointSchema
+    from facepipe.predictor import Predictor
+
+    names = list(KeypointSchema.kaggle().names)
+    meta = models.make_meta("keypoints", "resnet18", {}, 96, names, 0.0, 1.0)
+    img = np.zeros((2, 96, 96), np.uint8)
+    img[0, 40, 30] = img[1, 70, 20] = 255
+    pred = Predictor(_BrightestPoint(len(names)), meta, tta=tta)(img)
+    assert pred.shape == (2, 15, 2)
+    np.testing.assert_allclose(pred[:, 0], [[30, 40], [20, 70]], atol=0.05)
+    with pytest.raises(ValueError, match="tta must be one of"):
+        Predictor(_BrightestPoint(len(names)), meta, tta="ten")

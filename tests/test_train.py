@@ -14,7 +14,9 @@ import torch
 from facepipe import models
 from facepipe.data import read_table
 from facepipe.data.synth import write_fer_csv, write_keypoints_csv
-from facepipe.evaluate import classification_report, evaluate
+from facepipe.evaluate import evaluate
+from facepipe.predictor import Predictor
+from facepipe.tasks import classification_report
 from facepipe.tasks import masked_mse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +108,7 @@ def test_two_workers_keypoints_loss_falls_and_model_dir_reloads(gen_data, tmp_pa
     b = models.build_model("keypoints", "resnet18", {}, 15)
     b.load_state_dict(state)
     imgs = read_table(gen_data["keypoints"]).images[:8]
-    pa, pb = models.predict_images(a, meta, imgs), models.predict_images(b.eval(), meta, imgs)
+    pa, pb = Predictor(a, meta)(imgs), Predictor(b, meta)(imgs)
     assert np.array_equal(pa, pb) and pa.shape == (8, 15, 2)
     assert (res.model_dir.parent / "training_curves.png").stat().st_size > 0
 
@@ -142,9 +144,8 @@ def test_evaluate_keypoints_writes_per_keypoint_rmse(gen_data, tmp_path):
     meta = models.make_meta("keypoints", "resnet18", {}, 96, [n for n in read_table(gen_data["keypoints"]).schema.names], 0.5, 0.25)
     d = models.save_model_dir(tmp_path / "m", models.build_model("keypoints", "resnet18", {}, 15), meta)
     out = evaluate(d, gen_data["keypoints"], tmp_path / "eval", split="all", tta=False)
-    model, meta = models.load_model(d)
     t = read_table(gen_data["keypoints"])
-    pred = models.predict_images(model, meta, t.images)
+    pred = Predictor.load(d, "cpu")(t.images)
     err = (pred - t.keypoints) ** 2
     expected = float(np.sqrt(np.nanmean(err)))
     assert out["rmse_px"] == pytest.approx(expected, rel=1e-4)
@@ -166,6 +167,9 @@ def test_train_help_documents_flags_and_rejects_bad_choices():
     for flag in ("--task", "--data", "--epochs", "--num-workers", "--cpus-per-worker", "--use-gpu", "--resume", "--vflip", "--storage-path"):
         assert flag in out
     assert "upside down" in out and "(default: 1)" in out
+    # every flag shows its real default, per task where the tasks differ (flags come from the configs)
+    flat = " ".join(out.split())  # help lines wrap
+    assert "(default: None)" not in flat and "(default: keypoints 100, emotion 40)" in flat and "(default: 32 64 128 256)" in flat
     bad = subprocess.run([sys.executable, "jobs/train.py", "--task", "faces"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice: 'faces'" in bad.stderr
     bad = subprocess.run([sys.executable, "jobs/train.py", "--vflip", "1.5", "--output", "/nonexistent/x"], cwd=ROOT, capture_output=True, text=True)

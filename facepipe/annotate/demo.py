@@ -9,31 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["write_demo_images", "annotate_demo", "write_untrained_models"]
-
-#: A small emotion network for fast tests (the default one is as costly as the ResNet18).
-SMALL_EMOTION_ARGS = {"widths": [16, 32], "convs_per_block": 1, "dropout": 0.1}
-
-
-def write_untrained_models(folder: str | os.PathLike, small_emotion: bool = False, seed: int = 0) -> tuple[Path, Path]:
-    """Model directories of untrained networks (keypoint ResNet18; emotion VGG-CNN, default or small):
-    ``folder/keypoints`` and ``folder/emotion``. For tests and benchmarks, whose costs and code
-    paths do not depend on training."""
-    import torch
-
-    from facepipe.data.schema import EMOTIONS, KeypointSchema
-    from facepipe.models import DEFAULT_ARCH, build_model, make_meta, save_model_dir
-
-    torch.manual_seed(seed)
-    folder = Path(folder)
-    arch, args, size = DEFAULT_ARCH["keypoints"]
-    names = KeypointSchema.kaggle().names
-    kp = save_model_dir(folder / "keypoints", build_model("keypoints", arch, args, len(names)), make_meta("keypoints", arch, args, size, names, mean=0.5, std=0.25))
-    arch, args, size = DEFAULT_ARCH["emotion"]
-    args = SMALL_EMOTION_ARGS if small_emotion else args
-    em = save_model_dir(folder / "emotion", build_model("emotion", arch, args, len(EMOTIONS)), make_meta("emotion", arch, args, size, list(EMOTIONS), 0.5, 0.25))
-    return kp, em
-
+__all__ = ["write_demo_images", "annotate_demo"]
 
 def write_demo_images(folder: str | os.PathLike, n_generated: int = 8, seed: int = 0) -> list[Path]:
     """Write ``n_generated`` generated face photos and ``grace_hopper.jpg`` into ``folder``."""

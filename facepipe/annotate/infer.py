@@ -2,8 +2,9 @@
 
 :class:`Annotator` is the callable class that Ray Data runs as an actor pool
 (``map_batches(Annotator, concurrency=N)``): each actor loads both model directories once, then
-turns batches of face rows from :mod:`.prepare` into keypoints in original-image pixels
-(``to_pixels`` then :func:`.crop.crop_to_image`) and emotion probabilities. :func:`predict` runs the
+turns batches of face rows from :mod:`.prepare` into keypoints in original-image pixels (the
+keypoint :class:`~facepipe.predictor.Predictor`, then :func:`.crop.crop_to_image`) and emotion
+probabilities (the emotion one). :func:`predict` runs the
 very same two stages in the calling process.
 """
 from __future__ import annotations
@@ -16,20 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.annotate.crop import crop_to_image
-from facepipe.annotate.detect import DetectorConfig
+from facepipe.annotate.detect import DetectorConfig, detector_config
 from facepipe.annotate.prepare import COLOR_ORDERS, DEFAULT_MARGIN, PrepareConfig, model_crops, prepare_items
 
-__all__ = ["Annotator", "predict", "resolve_device", "load_models_meta", "default_model"]
-
-
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no GPU")
-    return device
+__all__ = ["Annotator", "predict", "load_models_meta", "default_model"]
 
 
 def default_model(task: str, path: str | os.PathLike | None) -> str | os.PathLike:
@@ -52,7 +43,8 @@ def load_models_meta(keypoints_model: str | os.PathLike, emotion_model: str | os
 
 
 class Annotator:
-    """Loads both models once; ``__call__`` annotates a batch of rows from :mod:`.prepare`.
+    """Loads both models once, as :class:`facepipe.predictor.Predictor` objects; ``__call__``
+    annotates a batch of rows from :mod:`.prepare`.
 
     Rows whose status is not ``ok`` pass through with NaN keypoints/probabilities. Output adds
     ``keypoints`` float32 ``[N, K, 2]`` (original image pixels), ``probs`` float32 ``[N, C]``,
@@ -69,52 +61,33 @@ class Annotator:
     ):
         import torch
 
-        from facepipe.models import load_model, model_id
+        from facepipe.models import model_id
+        from facepipe.predictor import Predictor
 
         if torch_threads:
             torch.set_num_threads(int(torch_threads))
-        self.device = resolve_device(device)
-        self.batch_size = int(batch_size)
-        self.kp_model, self.kp_meta = load_model(keypoints_model, self.device)
-        self.em_model, self.em_meta = load_model(emotion_model, self.device)
-        if self.kp_meta["task"] != "keypoints" or self.em_meta["task"] != "emotion":
+        self.kp = Predictor.load(keypoints_model, device, batch_size)
+        self.em = Predictor.load(emotion_model, device, batch_size)
+        if self.kp.task.name != "keypoints" or self.em.task.name != "emotion":
             raise ValueError("Annotator needs a keypoints model and an emotion model, in that order")
-        self.keypoint_names = list(self.kp_meta["keypoint_names"])
-        self.class_names = list(self.em_meta["class_names"])
-        self.kp_size = int(self.kp_meta["input_size"])
-        self.em_size = int(self.em_meta["input_size"])
-        self.model_ids = (model_id(self.kp_meta), model_id(self.em_meta))
+        self.device = self.kp.device
+        self.keypoint_names = self.kp.labels
+        self.class_names = self.em.labels
+        self.kp_size, self.em_size = self.kp.size, self.em.size
+        self.model_ids = (model_id(self.kp.meta), model_id(self.em.meta))
 
     @property
     def crops(self) -> dict:
         """How stage 1 crops for these models (:func:`.prepare.model_crops`)."""
-        return model_crops({"keypoints": self.kp_meta, "emotion": self.em_meta})
-
-    def _forward(self, model, meta, crops: np.ndarray) -> np.ndarray:
-        import torch
-
-        from facepipe.models import preprocess
-
-        outs = []
-        with torch.inference_mode():
-            for i in range(0, len(crops), self.batch_size):
-                x = preprocess(np.ascontiguousarray(crops[i : i + self.batch_size]), meta, self.device)
-                outs.append(model(x).float().cpu().numpy())
-        return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+        return model_crops({"keypoints": self.kp.meta, "emotion": self.em.meta})
 
     def keypoints(self, crops: np.ndarray, squares: np.ndarray) -> np.ndarray:
         """uint8 crops ``[N, S, S]`` and their squares ``[N, 3]`` → points ``[N, K, 2]`` in image pixels."""
-        from facepipe.models import to_pixels
-
-        out = self._forward(self.kp_model, self.kp_meta, crops).reshape(len(crops), -1, 2)
-        return crop_to_image(to_pixels(out, self.kp_size), np.asarray(squares)[:, None, :], self.kp_size).astype(np.float32)
+        return crop_to_image(self.kp(crops), np.asarray(squares)[:, None, :], self.kp_size).astype(np.float32)
 
     def emotions(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops ``[N, S, S]`` → class probabilities ``[N, C]``."""
-        logits = self._forward(self.em_model, self.em_meta, crops).reshape(len(crops), -1).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+        return self.em(crops)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
@@ -154,7 +127,7 @@ def predict(
     emotion_model: str | os.PathLike | None = None,
     *,
     annotator: Annotator | None = None,
-    detector: DetectorConfig | dict | None = None,
+    detector: str | DetectorConfig | dict | None = None,
     margin: float = DEFAULT_MARGIN,
     detect: bool = True,
     device: str = "auto",
@@ -172,6 +145,8 @@ def predict(
     are model directories (loaded once per process and cached) or a ready ``annotator``; a model
     not given is the one shipped in the package (``facepipe/weights/<task>``). With ``detect=False`` each image
     is taken as one face crop (like the Kaggle / FER2013 images) instead of running the detector.
+    ``detector``: a detector name (``"haar"``, ``"mtcnn"``), config or dict
+    (:func:`facepipe.annotate.detect.detector_config`; default: Haar with its defaults).
 
     Returns one dict per item (a single dict for a single item)::
 
@@ -191,7 +166,7 @@ def predict(
         annotator = _cached_annotator(str(Path(keypoints_model).resolve()), str(Path(emotion_model).resolve()), device, int(batch_size))
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
-    det = DetectorConfig.from_any(detector)
+    det = detector_config(detector)
     config = PrepareConfig(detector=det, margin=margin, detect=detect, cv2_threads=0, **annotator.crops)
     rows = annotator(prepare_items(items, config, color=color))
     if as_frame:
