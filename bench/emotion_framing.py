@@ -2,7 +2,7 @@
 
 FER2013 faces (48x48) are registered so that the face fills most of the frame; the emotion model
 learnt that framing. The annotation job finds faces with :func:`facepipe.annotate.detect.detect_faces`
-(default :class:`~facepipe.annotate.detect.DetectorConfig`) and crops with ``square_crop(box, margin)``
+(the default detector, Haar: :func:`~facepipe.annotate.detect.detector_config`) and crops with ``square_crop(box, margin)``
 + ``crop_resize(gray, square, 48)``, so the margin (and a vertical offset) must map a detector box
 back onto FER's frame.
 
@@ -86,14 +86,14 @@ def main(args: argparse.Namespace) -> dict:
     import cv2
 
     from facepipe.annotate.crop import crop_resize, square_crop
-    from facepipe.annotate.detect import DetectorConfig, detect_faces
+    from facepipe.annotate.detect import detect_faces, detector_config
     from facepipe.annotate.prepare import DEFAULT_MARGIN as ANNOTATE_MARGIN
     from facepipe.data import read_table
     from facepipe.plots import image_grid
 
     assert ANNOTATE_MARGIN == DEFAULT_MARGIN, ANNOTATE_MARGIN
     cv2.setNumThreads(1)  # one core: a benchmark of framing, not of speed
-    config = DetectorConfig()
+    config = detector_config()  # the job's default detector (Haar)
 
     t = time.perf_counter()
     table = read_table(args.data)

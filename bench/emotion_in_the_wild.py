@@ -36,17 +36,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=None,
                    help="annotation --margin, for emotion models whose meta.json records no framing (default: the job's)")
     p.add_argument("--limit", type=int, default=0, help="first N faces only (0 = all) (default: %(default)s)")
+    p.add_argument("--detector", default=None, help="annotation --detector, with its default settings (default: the job's, haar)")
     return p
 
 
 def main(args: argparse.Namespace) -> dict:
     import cv2
 
-    from facepipe.annotate import annotate, read_annotations
+    from facepipe.annotate import annotate, detector_config, read_annotations
     from facepipe.annotate.infer import default_model
     from facepipe.annotate.prepare import DEFAULT_MARGIN
     from facepipe.data import read_table
-    from facepipe.models import load_model, model_id, predict_images
+    from facepipe.models import model_id
+    from facepipe.predictor import Predictor
 
     em_dir = default_model("emotion", args.emotion_model)
     kp_dir = default_model("keypoints", args.keypoints_model)
@@ -55,7 +57,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.limit:
         sel = sel[: args.limit]
     faces, labels = table.images[sel], table.labels[sel]
-    model, meta = load_model(em_dir)
+    predictor = Predictor.load(em_dir, "cpu")
+    meta = predictor.meta
     classes = list(meta["class_names"])
     print(f"emotion_in_the_wild: {len(sel)} {args.split} faces, model {em_dir} (framing {meta.get('framing')})", flush=True)
     with tempfile.TemporaryDirectory(prefix="em_wild_") as tmp:
@@ -65,7 +68,7 @@ def main(args: argparse.Namespace) -> dict:
             cv2.imwrite(str(inp / f"{i:05d}.png"), make_photo(face))
         t0 = time.perf_counter()
         kw = {} if args.margin is None else {"margin": args.margin}
-        annotate(inp, Path(tmp) / "out", kp_dir, em_dir, plots="none", verbose=False, **kw)
+        annotate(inp, Path(tmp) / "out", kp_dir, em_dir, plots="none", verbose=False, detector=detector_config(args.detector), **kw)
         seconds = time.perf_counter() - t0
         df = read_annotations(Path(tmp) / "out", columns=["status", "bbox_w", "bbox_h", "emotion"])
     ok = df[df["status"] == "ok"].copy()
@@ -73,13 +76,13 @@ def main(args: argparse.Namespace) -> dict:
     largest = ok.sort_values("area").groupby("path").tail(1)
     idx = np.array([int(Path(p).stem) for p in largest["path"]], dtype=np.int64)
     job_pred = np.array([classes.index(e) for e in largest["emotion"]], dtype=np.int64)
-    direct = predict_images(model, meta, faces[idx]).argmax(1)
+    direct = predictor(faces[idx]).argmax(1)
     truth = labels[idx]
     result = {
         "bench": "emotion_in_the_wild",
         "split": args.split,
         "faces": len(sel),
-        "detector": "haar (default DetectorConfig)",
+        "detector": detector_config(args.detector).describe(),
         "detected": int(len(idx)),
         "detection_rate": round(len(idx) / max(len(sel), 1), 4),
         "job_accuracy": round(float((job_pred == truth).mean()), 4),

@@ -27,7 +27,7 @@ N_IMAGES = 30
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from facepipe.annotate.demo import write_untrained_models
+    from untrained import write_untrained_models
 
     return write_untrained_models(tmp_path_factory.mktemp("models"), small_emotion=True)
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image  # matplotlib's own dependency: an encoder independent of OpenCV for test files
 
 from facepipe.annotate.crop import crop_resize, crop_to_image, image_to_crop, square_crop
-from facepipe.annotate.detect import DetectorConfig, cascade_path, detect_faces
+from facepipe.annotate.detect import HaarConfig, cascade_path, detect_faces
 from facepipe.annotate.io import ImageDecodeError, decode_image, exif_orientation, list_files, sniff_format
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, rows_to_table
 from facepipe.annotate.writer import OutputLocked, PartWriter, output_lock
@@ -33,7 +33,7 @@ def _pil_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Untrained keypoint ResNet18 and a small emotion CNN (the code path does not need training)."""
-    from facepipe.annotate.demo import write_untrained_models
+    from untrained import write_untrained_models
 
     return write_untrained_models(tmp_path_factory.mktemp("models"), small_emotion=True)
 
@@ -166,7 +166,7 @@ def test_crop_mapping_roundtrip_and_dot():
 
 
 def test_detect_downscales_large_images(face):
-    det = DetectorConfig()
+    det = HaarConfig()
     small, _ = detect_faces(face, det)
     assert len(small) == 1
     big = cv2.resize(face, (6000, 6000), interpolation=cv2.INTER_LINEAR)
@@ -177,7 +177,7 @@ def test_detect_downscales_large_images(face):
     with pytest.raises(FileNotFoundError):
         cascade_path("no_such_cascade.xml")
     with pytest.raises(ValueError):
-        DetectorConfig(scale_factor=1.0)
+        HaarConfig(scale_factor=1.0)
 
 
 # --- schema and atomic parts ---------------------------------------------------------------------
@@ -315,9 +315,9 @@ def test_predict_as_frame_has_the_parquet_columns(models, face):
 
 
 def test_summary_json_friendly():
-    assert json.loads(json.dumps(DetectorConfig().to_dict()))["cascade"].endswith(".xml")
-    assert "haar:" in DetectorConfig().describe()
-    assert os.path.isfile(cascade_path(DetectorConfig().cascade))
+    assert json.loads(json.dumps(HaarConfig().to_dict()))["cascade"].endswith(".xml")
+    assert "haar:" in HaarConfig().describe()
+    assert os.path.isfile(cascade_path(HaarConfig().cascade))
 
 
 def test_prepare_stage_turns_every_failure_into_a_row(tmp_path, face):
@@ -466,3 +466,35 @@ def test_a_broken_model_directory_is_one_line_before_any_work(models, tmp_path, 
     with pytest.raises(AnnotateError, match=message):
         annotate(tmp_path / "in", tmp_path / "out", broken, em_dir, local=True)
     assert not (tmp_path / "out" / "annotations").exists()
+
+
+def test_annotation_predict_and_evaluation_share_one_predictor(models, face, tmp_path):
+    """A face's keypoints and probabilities from facepipe.predict (the job's stages) equal the
+    Predictor's on the very crops annotation made; evaluation's metrics are that Predictor's too."""
+    from facepipe.annotate import predict
+    from facepipe.annotate.crop import crop_to_image
+    from facepipe.annotate.infer import Annotator
+    from facepipe.annotate.prepare import PrepareConfig, prepare_items
+    from facepipe.data.synth import write_fer_csv
+    from facepipe.evaluate import evaluate
+    from facepipe.predictor import Predictor
+
+    kp_dir, em_dir = models
+    got = predict(face, kp_dir, em_dir)["faces"][0]
+    annotator = Annotator(kp_dir, em_dir)
+    assert isinstance(annotator.kp, Predictor) and isinstance(annotator.em, Predictor)
+    rows = prepare_items([face], PrepareConfig(cv2_threads=0, **annotator.crops))
+    kp, em = Predictor.load(kp_dir, "cpu"), Predictor.load(em_dir, "cpu")
+    square = np.asarray(rows["square"])[:, None, :]
+    np.testing.assert_array_equal(got["keypoints_array"], crop_to_image(kp(rows["crop_keypoints"]), square, kp.size)[0].astype(np.float32))
+    np.testing.assert_array_equal(np.array(list(got["probabilities"].values()), np.float32), em(rows["crop_emotion"])[0])
+
+    fer = write_fer_csv(tmp_path / "fer.csv", 60, seed=3)
+    from facepipe.data import read_table
+
+    table = read_table(fer)
+    public = table.select(table.usage == "PublicTest")
+    for tta in (False, True):
+        metrics = evaluate(em_dir, fer, tmp_path / f"eval{tta}", tta=tta)
+        pred = Predictor.load(em_dir, "cpu", tta=tta)(public.images).argmax(1)
+        assert metrics["images"] == len(public) and metrics["accuracy"] == pytest.approx(float(np.mean(pred == public.labels)))

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from facepipe.annotate.demo import write_untrained_models
+    from untrained import write_untrained_models
 
     return write_untrained_models(tmp_path_factory.mktemp("models"), small_emotion=True)
 

@@ -186,7 +186,7 @@ def test_annotation_crops_each_model_with_the_margin_its_meta_records(face_photo
 
 def test_a_photo_source_trains_evaluates_and_annotates_with_its_framing(photos, face_photo, tmp_path, ray_session):
     import facepipe
-    from facepipe.annotate.demo import write_untrained_models
+    from untrained import write_untrained_models
     from facepipe.evaluate import evaluate
     from facepipe.train import TrainConfig, train
 

@@ -7,7 +7,7 @@ and whatever else the OpenCV build reads), then normalises every mode to ``uint8
 * alpha (RGBA, LA, palette with transparency) is composited over white;
 * palette PNGs arrive expanded to BGR from OpenCV;
 * the EXIF orientation is applied. ``IMREAD_UNCHANGED`` makes OpenCV skip it for JPEG, PNG and
-  WebP, so :func:`exif_orientation` reads the tag itself (JPEG APP1, PNG ``eXIf``, WebP ``EXIF``);
+  WebP, so :func:`exif_orientation` reads the tag with Pillow from the header;
   OpenCV's TIFF decoder applies it on its own, so TIFF is left alone. ``tests/test_annotate_units``
   checks this against OpenCV's own ``IMREAD_COLOR`` orientation for every format and value.
 
@@ -17,13 +17,15 @@ return a half-grey image with only a warning on stderr.
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
-import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import ExifTags, Image
 
 __all__ = [
     "FileEntry",
@@ -198,83 +200,35 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _tiff_orientation(tiff: bytes) -> int:
-    """Orientation tag (0x0112) of IFD0 of a TIFF-structured EXIF block, or 1."""
-    if len(tiff) < 8:
-        return 1
-    order = tiff[:2]
-    if order == b"II":
-        e = "<"
-    elif order == b"MM":
-        e = ">"
-    else:
-        return 1
-    (ifd,) = struct.unpack(e + "I", tiff[4:8])
-    if ifd + 2 > len(tiff):
-        return 1
-    (n,) = struct.unpack(e + "H", tiff[ifd : ifd + 2])
-    for i in range(min(n, 512)):
-        off = ifd + 2 + 12 * i
-        if off + 12 > len(tiff):
-            break
-        tag, typ, count = struct.unpack(e + "HHI", tiff[off : off + 8])
-        if tag == 0x0112:
-            if typ == 3:  # SHORT
-                (v,) = struct.unpack(e + "H", tiff[off + 8 : off + 10])
-            elif typ == 4:  # LONG (seen in the wild)
-                (v,) = struct.unpack(e + "I", tiff[off + 8 : off + 12])
-            else:
-                return 1
-            return int(v) if 1 <= v <= 8 else 1
-    return 1
-
-
-def _exif_payload(block: bytes) -> bytes:
-    return block[6:] if block.startswith(b"Exif\x00\x00") else block
+#: Formats whose EXIF orientation ``IMREAD_UNCHANGED`` leaves unapplied (OpenCV's TIFF decoder
+#: applies it itself, so reading TIFF's tag too would turn the image twice).
+_EXIF_FORMATS = ("jpeg", "png", "webp")
 
 
 def exif_orientation(data: bytes, fmt: str | None = None) -> int:
-    """The EXIF orientation (1..8) stored in a JPEG, PNG or WebP file; 1 when absent or unreadable.
+    """The EXIF orientation (1..8) of a JPEG, PNG or WebP file, read by Pillow from the header;
+    1 when absent, out of range or unreadable. Never raises: a header Pillow cannot parse may
+    still be pixels OpenCV decodes, and those are taken as upright.
 
-    TIFF returns 1 too: OpenCV's TIFF decoder applies the orientation itself.
+    Other formats (TIFF included) return 1.
     """
     fmt = fmt or sniff_format(data)
-    try:
-        if fmt == "jpeg":
-            i, n = 2, len(data)
-            while i + 4 <= n and data[i] == 0xFF:
-                marker = data[i + 1]
-                if marker == 0xFF:  # fill byte
-                    i += 1
-                    continue
-                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                    i += 2
-                    continue
-                if marker in (0xDA, 0xD9):  # start of scan / end: no more metadata
-                    break
-                (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-                if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
-                    return _tiff_orientation(data[i + 10 : i + 2 + length])
-                i += 2 + length
-        elif fmt == "png":
-            i, n = 8, len(data)
-            while i + 8 <= n:
-                length, ctype = struct.unpack(">I4s", data[i : i + 8])
-                if ctype == b"eXIf":
-                    return _tiff_orientation(_exif_payload(data[i + 8 : i + 8 + length]))
-                if ctype == b"IEND":
-                    break
-                i += 12 + length
-        elif fmt == "webp":
-            i, n = 12, len(data)
-            while i + 8 <= n:
-                ctype, length = struct.unpack("<4sI", data[i : i + 8])
-                if ctype == b"EXIF":
-                    return _tiff_orientation(_exif_payload(data[i + 8 : i + 8 + length]))
-                i += 8 + length + (length & 1)
-    except struct.error:
+    if fmt not in _EXIF_FORMATS:
         return 1
-    return 1
+    try:
+        with warnings.catch_warnings():
+            # Large images (the pixel budget is check_pixel_budget's job) and corrupt EXIF (read as
+            # no orientation) would otherwise warn once per file.
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=[fmt.upper()]) as im:
+                # A PNG eXIf chunk after IDAT is only seen by decoding every pixel (getexif loads
+                # the image); pay that only for files that have such a chunk.
+                if fmt == "png" and "exif" not in im.info and b"eXIf" not in data:
+                    return 1
+                value = im.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # noqa: BLE001 - incl. DecompressionBombError; see the docstring
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -384,11 +338,6 @@ MAX_PIXELS = 120_000_000
 def check_pixel_budget(data: bytes, max_pixels: int = MAX_PIXELS) -> None:
     """Refuse an image whose header claims more than ``max_pixels`` pixels, before any decoding
     (Pillow parses only the header on open). Formats Pillow does not know are left to OpenCV."""
-    import io
-    import warnings
-
-    from PIL import Image
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -426,6 +375,6 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
         raise ImageDecodeError(f"corrupt or unsupported {fmt} file (OpenCV could not decode it)")
     mode = _mode(img)
     img = to_uint8(img)
-    orientation = exif_orientation(data, fmt) if fmt in ("jpeg", "png", "webp") else 1
+    orientation = exif_orientation(data, fmt)
     img = apply_orientation(img, orientation)
     return DecodedImage(image=img, format=fmt or "unknown", mode=mode, orientation=orientation)

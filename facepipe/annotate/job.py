@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -28,29 +29,47 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import pyarrow as pa
 
-from facepipe.annotate.detect import DetectorConfig, cascade_path
+from facepipe.annotate.config import LOCAL_MAX_FILES, PLOT_CHOICES, AnnotateConfig, AnnotateError
+from facepipe.annotate.detect import DetectorConfig, detector_config, get_detector
 from facepipe.annotate.infer import Annotator, default_model, load_models_meta
 from facepipe.annotate.io import list_files, real_name
-from facepipe.annotate.prepare import DEFAULT_MARGIN, FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
+from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
 from facepipe.annotate.render import render_batch
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, keypoint_columns, rows_to_table
-from facepipe.annotate.state import load_state, read_annotations, read_table
+from facepipe.annotate.state import load_state, read_annotations, read_parts
 from facepipe.annotate.writer import PartWriter, atomic_write_bytes, dataset_dir, output_lock
 
-__all__ = ["annotate", "AnnotateError", "PLOT_CHOICES"]
+__all__ = ["annotate", "AnnotateConfig", "AnnotateError", "PLOT_CHOICES", "LOCAL_MAX_FILES"]
 
-PLOT_CHOICES = ("all", "none", "sample")
-#: Up to this many new files, and with no Ray cluster to join, a run stays in this process: starting
-#: Ray costs tens of seconds on a small machine, the in-process stages ~20-25 ms per photo on 2 cores.
-LOCAL_MAX_FILES = 200
 _TIMINGS = ("t_read", "t_decode", "t_detect", "t_crop", "t_infer")
 
 
-class AnnotateError(ValueError):
-    """Bad arguments or inputs, found before any work starts (the CLI prints it as one line)."""
+@dataclasses.dataclass
+class _Run:
+    """What one run has resolved before its pipeline starts, and what it counts as it goes."""
+
+    run_id: str
+    inputs: list
+    output: Path
+    keypoints_model: str  # resolved model directories
+    emotion_model: str
+    kp_meta: dict
+    em_meta: dict
+    kp_id: str
+    em_id: str
+    det: DetectorConfig
+    schema: pa.Schema
+    prep: PrepareConfig
+    log: Callable[[str], None]
+    local: bool = False
+    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    timings: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(_TIMINGS, 0.0))
+    marks: dict = dataclasses.field(default_factory=dict)
 
 
 def _new_run_id() -> str:
@@ -66,7 +85,7 @@ def _written_by_us(path: str, output: Path) -> bool:
     return rel.parts[0] in ("plots", "annotations") or (len(rel.parts) == 1 and rel.name.startswith("summary"))
 
 
-def _validate(inputs, output, keypoints_model, emotion_model, detector, plots, batch_size, concurrency, plot_samples, files_per_task, margin):
+def _validate(inputs, output, keypoints_model, emotion_model, detector) -> tuple[dict, dict, DetectorConfig]:
     if not inputs:
         raise AnnotateError("no input file or folder given")
     for d in inputs:
@@ -74,20 +93,23 @@ def _validate(inputs, output, keypoints_model, emotion_model, detector, plots, b
             raise AnnotateError(f"input not found (no such file or folder): {d}")
     if Path(output).exists() and not Path(output).is_dir():
         raise AnnotateError(f"output exists and is not a folder: {output}")
-    if plots not in PLOT_CHOICES:
-        raise AnnotateError(f"plots must be one of {PLOT_CHOICES}, got {plots!r}")
-    for name, v in (("batch_size", batch_size), ("concurrency", concurrency), ("files_per_task", files_per_task)):
-        if int(v) < 1:
-            raise AnnotateError(f"{name} must be >= 1, got {v}")
-    if plot_samples < 0 or not 0 <= margin <= 2:
-        raise AnnotateError("plot_samples must be >= 0 and margin within 0..2")
     try:
         kp_meta, em_meta = load_models_meta(keypoints_model, emotion_model)
-        det = DetectorConfig.from_any(detector)
-        cascade_path(det.cascade)
-    except (OSError, ValueError, TypeError, KeyError) as e:
+        det = detector_config(detector)
+        get_detector(det)  # loads its model files here: a missing cascade or package fails before any work
+    except (OSError, ValueError, TypeError, KeyError, ImportError) as e:
         raise AnnotateError(str(e)) from None
     return kp_meta, em_meta, det
+
+
+def _framing_note(kp_meta: dict, em_meta: dict, det: DetectorConfig) -> str | None:
+    """A warning when a model was trained on another detector's boxes (its crops will be framed differently)."""
+    for task, meta in (("keypoint", kp_meta), ("emotion", em_meta)):
+        trained = ((meta.get("framing") or {}).get("detector") or "").split(":", 1)[0]
+        if trained and trained != det.name:
+            return (f"annotate: note: the {task} model was trained on {trained} boxes and this run detects with {det.name}: "
+                    f"its crops are framed differently from its training")
+    return None
 
 
 def annotate(
@@ -95,89 +117,71 @@ def annotate(
     output: str | os.PathLike,
     keypoints_model: str | os.PathLike | None = None,
     emotion_model: str | os.PathLike | None = None,
+    config: AnnotateConfig | None = None,
     *,
-    recursive: bool = False,
-    glob: str = "*",
-    include_hidden: bool = False,
-    batch_size: int = 64,
-    concurrency: int = 1,
-    plots: str = "sample",
-    plot_samples: int = 25,
-    limit: int | None = None,
-    detector: DetectorConfig | dict | None = None,
-    margin: float = DEFAULT_MARGIN,
-    files_per_task: int = 8,
-    part_images: int = 500,
-    part_seconds: float = 30.0,
-    device: str = "auto",
-    num_cpus: int | None = None,
-    prepare_num_cpus: float = 0.5,
-    infer_num_cpus: float = 0.75,
-    torch_threads: int | None = None,
-    progress: bool = False,
-    verbose: bool = True,
-    local: bool | None = None,
+    detector: str | DetectorConfig | dict | None = None,
+    **overrides,
 ) -> dict:
     """Annotate every new or changed image under ``inputs`` into ``output``; returns the summary.
+
+    ``config``: the run's settings (:class:`~facepipe.annotate.config.AnnotateConfig`, default
+    values when None); keyword ``overrides`` replace its fields, e.g. ``annotate(d, out,
+    plots="none", local=True)``. ``detector``: a detector name (``"haar"``, ``"mtcnn"``), config or
+    dict (:func:`facepipe.annotate.detect.detector_config`; default: Haar with its defaults).
 
     ``local``: run the same stages in this process instead of on Ray (True), on Ray (False), or
     choose (None): in-process for at most :data:`LOCAL_MAX_FILES` new files when no Ray cluster is
     configured (``RAY_ADDRESS``) or already running in this process. Output and guarantees are the same.
 
-    Incremental: files already annotated with the same two models (same content hash) are
-    skipped, so a scheduled rerun only does new files, and a killed run's rerun finishes the rest.
-    ``limit`` caps how many new files this run takes. Raises :class:`AnnotateError` for bad
-    arguments before doing any work; a bad image never raises (it becomes an ``error`` row).
+    Incremental: files already annotated with the same two models and detector settings (same
+    content hash) are skipped, so a scheduled rerun only does new files, and a killed run's rerun
+    finishes the rest. ``limit`` caps how many new files this run takes. Raises
+    :class:`AnnotateError` for bad arguments before doing any work; a bad image never raises (it
+    becomes an ``error`` row).
     """
     t_start = time.perf_counter()
+    cfg = (config or AnnotateConfig()).replace(**overrides)
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     output = Path(output)
-    if prepare_num_cpus <= 0 or infer_num_cpus <= 0 or (num_cpus is not None and num_cpus < 1):
-        raise AnnotateError("prepare_num_cpus and infer_num_cpus must be > 0 and num_cpus >= 1")
     try:
         keypoints_model = default_model("keypoints", keypoints_model)
         emotion_model = default_model("emotion", emotion_model)
     except FileNotFoundError as e:
         raise AnnotateError(str(e)) from None
-    kp_meta, em_meta, det = _validate(inputs, output, keypoints_model, emotion_model, detector, plots, batch_size, concurrency, plot_samples, files_per_task, margin)
+    kp_meta, em_meta, det = _validate(inputs, output, keypoints_model, emotion_model, detector)
     from facepipe.model_dir import model_id
 
-    kp_id, em_id = model_id(kp_meta), model_id(em_meta)
-    schema = build_schema(kp_meta["keypoint_names"], em_meta["class_names"])
-    run_id = _new_run_id()
-    log = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
+    log = (lambda msg: print(msg, flush=True)) if cfg.verbose else (lambda msg: None)
+    run = _Run(
+        run_id=_new_run_id(), inputs=inputs, output=output,
+        keypoints_model=str(Path(keypoints_model).resolve()), emotion_model=str(Path(emotion_model).resolve()),
+        kp_meta=kp_meta, em_meta=em_meta, kp_id=model_id(kp_meta), em_id=model_id(em_meta), det=det,
+        schema=build_schema(kp_meta["keypoint_names"], em_meta["class_names"]),
+        prep=PrepareConfig(detector=det, margin=cfg.margin, **model_crops({"keypoints": kp_meta, "emotion": em_meta})), log=log,
+    )
+    note = _framing_note(kp_meta, em_meta, det)
+    if note:
+        log(note)
 
     with output_lock(output):
-        state = load_state(output, kp_id, em_id)
-        entries = [e for e in list_files(inputs, recursive=recursive, pattern=glob, include_hidden=include_hidden) if not _written_by_us(e.abs_path, output)]
+        state = load_state(output, run.kp_id, run.em_id, detector=det.describe())
+        entries = [e for e in list_files(inputs, recursive=cfg.recursive, pattern=cfg.glob, include_hidden=cfg.include_hidden)
+                   if not _written_by_us(e.abs_path, output)]
         todo = [e for e in entries if not state.done_by_stat(e.root, e.path, e.size, e.mtime_ns)]
         done_unchanged = len(entries) - len(todo)
-        if limit is not None:
-            todo = todo[: max(0, int(limit))]
-        local = _choose_local(local, len(todo))
-        log(f"annotate: run {run_id}: {len(entries)} files listed, {done_unchanged} already done, {len(todo)} to annotate "
-            f"{'in this process' if local else 'on Ray'} -> {output}")
-        counts = collections.Counter()
-        timings = dict.fromkeys(_TIMINGS, 0.0)
-        marks: dict[str, float] = {}
-        writer = PartWriter(dataset_dir(output), schema, run_id, part_images=part_images, part_seconds=part_seconds)
+        if cfg.limit is not None:
+            todo = todo[: cfg.limit]
+        run.local = _choose_local(cfg.local, len(todo))
+        log(f"annotate: run {run.run_id}: {len(entries)} files listed, {done_unchanged} already done, {len(todo)} to annotate "
+            f"{'in this process' if run.local else 'on Ray'} with {det.describe()} -> {output}")
+        writer = PartWriter(dataset_dir(output), run.schema, run.run_id, part_images=cfg.part_images, part_seconds=cfg.part_seconds)
         t_pipe = time.perf_counter()
         if todo:
-            _run_pipeline(
-                todo, state, writer, counts, timings, marks, log,
-                schema=schema, run_id=run_id, kp_id=kp_id, em_id=em_id, det=det,
-                prep=PrepareConfig(detector=det, margin=margin, **model_crops({"keypoints": kp_meta, "emotion": em_meta})),
-                keypoints_model=str(Path(keypoints_model).resolve()), emotion_model=str(Path(emotion_model).resolve()),
-                batch_size=batch_size, concurrency=concurrency, files_per_task=files_per_task, device=device,
-                num_cpus=num_cpus, prepare_num_cpus=prepare_num_cpus, infer_num_cpus=infer_num_cpus,
-                torch_threads=torch_threads, progress=progress, local=local,
-            )
+            _run_pipeline(run, cfg, todo, state, writer)
         pipeline_s = time.perf_counter() - t_pipe
-        plot_files = _plots(output, run_id, plots, plot_samples, kp_meta["keypoint_names"], writer.images_committed > 0, num_cpus, progress, log, local)
-        summary = _summary(
-            output, plots, run_id, inputs, keypoints_model, emotion_model, kp_id, em_id, det, entries, done_unchanged, todo, counts, timings, marks, writer, pipeline_s, time.perf_counter() - t_start, plot_files,
-        )
-        summary["run"]["executor"] = "in-process" if local else "ray"
+        plot_files = _plots(run, cfg, new_rows=writer.images_committed > 0)
+        summary = _summary(run, cfg, entries, done_unchanged, todo, writer, pipeline_s, time.perf_counter() - t_start, plot_files)
+        summary["run"]["executor"] = "in-process" if run.local else "ray"
         atomic_write_bytes(output / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     r = summary["run"]
     log(
@@ -196,13 +200,12 @@ def _choose_local(local: bool | None, n_files: int) -> bool:
     return n_files <= LOCAL_MAX_FILES and not os.environ.get("RAY_ADDRESS") and not ray_running
 
 
-def _local_batches(records: list[dict], prep: PrepareConfig, keypoints_model: str, emotion_model: str, batch_size: int,
-                   files_per_task: int, device: str, torch_threads: int | None):
+def _local_batches(records: list[dict], run: _Run, cfg: AnnotateConfig):
     """The Ray pipeline's two stages, run here on ``files_per_task`` files at a time."""
-    annotator = Annotator(keypoints_model, emotion_model, device=device, torch_threads=torch_threads, batch_size=batch_size)
-    for i in range(0, len(records), files_per_task):
-        chunk = records[i : i + files_per_task]
-        yield annotator(prepare_batch({k: np.array([r[k] for r in chunk], dtype=object) for k in FILE_COLUMNS}, prep))
+    annotator = Annotator(run.keypoints_model, run.emotion_model, device=cfg.device, torch_threads=cfg.torch_threads, batch_size=cfg.batch_size)
+    for i in range(0, len(records), cfg.files_per_task):
+        chunk = records[i : i + cfg.files_per_task]
+        yield annotator(prepare_batch({k: np.array([r[k] for r in chunk], dtype=object) for k in FILE_COLUMNS}, run.prep))
 
 
 def _fit_cpus(cpus: float, prepare: float, infer: float, concurrency: int) -> tuple[float, float, int]:
@@ -215,53 +218,41 @@ def _fit_cpus(cpus: float, prepare: float, infer: float, concurrency: int) -> tu
     return prepare, infer, fitted
 
 
-def _run_pipeline(todo, state, writer, counts, timings, marks, log, *, schema, run_id, kp_id, em_id, det, prep, keypoints_model, emotion_model, batch_size, concurrency, files_per_task, device, num_cpus, prepare_num_cpus, infer_num_cpus, torch_threads, progress, local):
+def _run_pipeline(run: _Run, cfg: AnnotateConfig, todo, state, writer) -> None:
     records = [
         {"root": e.root, "input_root": e.input_root, "path": e.path, "abs_path": e.abs_path, "file_size": e.size, "file_mtime_ns": e.mtime_ns, "done_sha": state.done_shas(e.root, e.path)}
         for e in todo
     ]
-    if local:
-        batches = _local_batches(records, prep, keypoints_model, emotion_model, batch_size, files_per_task, device, torch_threads)
-    else:
-        batches = _ray_batches(records, prep, log, keypoints_model=keypoints_model, emotion_model=emotion_model, batch_size=batch_size,
-                               concurrency=concurrency, files_per_task=files_per_task, device=device, num_cpus=num_cpus,
-                               prepare_num_cpus=prepare_num_cpus, infer_num_cpus=infer_num_cpus, torch_threads=torch_threads, progress=progress)
-    _consume(batches, len(todo), writer, counts, timings, marks, log, schema=schema, run_id=run_id, kp_id=kp_id, em_id=em_id, det=det)
+    batches = _local_batches(records, run, cfg) if run.local else _ray_batches(records, run, cfg)
+    _consume(batches, len(todo), writer, run)
 
 
-def _ray_batches(records, prep, log, *, keypoints_model, emotion_model, batch_size, concurrency, files_per_task, device, num_cpus, prepare_num_cpus, infer_num_cpus, torch_threads, progress):
+def _ray_batches(records: list[dict], run: _Run, cfg: AnnotateConfig):
     """The two stages on Ray Data: decode/detect tasks, then the model actor pool."""
     import ray
 
+    from facepipe.ray_compat import unfused_cpus, without_operator_reservation
     from facepipe.runtime import init_ray
 
-    resources = init_ray(num_cpus=num_cpus, progress=progress)
+    resources = init_ray(num_cpus=cfg.num_cpus, progress=cfg.progress)
+    device, concurrency = cfg.device, cfg.concurrency
     gpus = float(resources.get("GPU", 0)) if device != "cpu" else 0.0
     if device.startswith("cuda") and gpus < 1:
         raise AnnotateError("device 'cuda' requested but the Ray cluster has no GPU")
     num_gpus = (1.0 if concurrency <= gpus else gpus / concurrency) if gpus >= 1 else 0.0
-    prepare_num_cpus, infer_num_cpus, fitted = _fit_cpus(float(resources.get("CPU", 1)), prepare_num_cpus, infer_num_cpus, concurrency)
+    prepare_num_cpus, infer_num_cpus, fitted = _fit_cpus(float(resources.get("CPU", 1)), cfg.prepare_num_cpus, cfg.infer_num_cpus, concurrency)
     if fitted != concurrency:
-        log(f"annotate: {concurrency} inference actors do not fit with decode tasks on {resources.get('CPU', 1):g} CPUs; using {fitted}")
+        run.log(f"annotate: {concurrency} inference actors do not fit with decode tasks on {resources.get('CPU', 1):g} CPUs; using {fitted}")
         concurrency = fitted
-    threads = torch_threads or max(1, int(infer_num_cpus))
-    ds = ray.data.from_items(records, override_num_blocks=max(1, math.ceil(len(records) / files_per_task)))
-    # Ray Data reserves part of the CPUs per operator; with the model actors holding their CPUs for
-    # the whole run, that reservation kept the decode/detect tasks at one at a time on 2 CPUs (the
-    # actor idle ~70% of the time; 1,000 photos in 22.5 s against 16.6 s without it). The actor
-    # pool's size is fixed and `_fit_cpus` already leaves room for the tasks, so nothing can starve.
-    # Set on this dataset's own context (the map stages below inherit it), not the process-wide one.
-    ds.context.op_resource_reservation_enabled = False
-    # Ray Data fuses a task map into the next actor map when their resource requests are equal;
-    # that would run every decode/detect inside the few model actors, one image at a time. Keep
-    # the requests different so the stages stay apart (tasks spread over the cluster's cores).
-    if abs(prepare_num_cpus - infer_num_cpus) < 1e-6:
-        infer_num_cpus += 0.01
-    ds = ds.map_batches(prepare_batch, fn_kwargs={"config": prep}, batch_size=files_per_task, batch_format="numpy", num_cpus=prepare_num_cpus)
+    threads = cfg.torch_threads or max(1, int(infer_num_cpus))
+    ds = ray.data.from_items(records, override_num_blocks=max(1, math.ceil(len(records) / cfg.files_per_task)))
+    without_operator_reservation(ds)  # the map stages below inherit this dataset's context
+    infer_num_cpus = unfused_cpus(prepare_num_cpus, infer_num_cpus)
+    ds = ds.map_batches(prepare_batch, fn_kwargs={"config": run.prep}, batch_size=cfg.files_per_task, batch_format="numpy", num_cpus=prepare_num_cpus)
     ds = ds.map_batches(
         Annotator,
-        fn_constructor_kwargs={"keypoints_model": keypoints_model, "emotion_model": emotion_model, "device": "cuda" if num_gpus else ("cpu" if device == "auto" else device), "torch_threads": threads, "batch_size": batch_size},
-        batch_size=batch_size,
+        fn_constructor_kwargs={"keypoints_model": run.keypoints_model, "emotion_model": run.emotion_model, "device": "cuda" if num_gpus else ("cpu" if device == "auto" else device), "torch_threads": threads, "batch_size": cfg.batch_size},
+        batch_size=cfg.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=infer_num_cpus,
@@ -270,8 +261,10 @@ def _ray_batches(records, prep, log, *, keypoints_model, emotion_model, batch_si
     return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
 
 
-def _consume(batches, total, writer, counts, timings, marks, log, *, schema, run_id, kp_id, em_id, det) -> None:
+def _consume(batches, total: int, writer: PartWriter, run: _Run) -> None:
     """Count, convert and commit annotated batches as they arrive (complete images per part file)."""
+    counts, timings, marks, log = run.counts, run.timings, run.marks, run.log
+    detector = run.det.describe()
     t0 = time.perf_counter()
     last_log = t0
     try:
@@ -289,7 +282,7 @@ def _consume(batches, total, writer, counts, timings, marks, log, *, schema, run
             if not keep.all():
                 batch = {k: v[keep] for k, v in batch.items()}
             if len(batch["status"]):
-                table = rows_to_table(batch, schema, run_id=run_id, timestamp=None, keypoints_model_id=kp_id, emotion_model_id=em_id, detector=det.describe())
+                table = rows_to_table(batch, run.schema, run_id=run.run_id, timestamp=None, keypoints_model_id=run.kp_id, emotion_model_id=run.em_id, detector=detector)
                 committed = writer.add(table)
             else:
                 committed = writer.maybe_commit()
@@ -325,14 +318,16 @@ def _faces_json(group, kp_cols) -> str:
     return json.dumps(faces)
 
 
-def _plots(output, run_id, plots, plot_samples, keypoint_names, new_rows, num_cpus, progress, log, local=False) -> list[str]:
-    if plots == "none" or not new_rows:
+def _plots(run: _Run, cfg: AnnotateConfig, new_rows: bool) -> list[str]:
+    """Annotated copies of this run's images (all or a sample); their paths relative to OUT."""
+    if cfg.plots == "none" or not new_rows:
         return []
     import pyarrow.compute as pc
 
-    kp_cols = keypoint_columns(keypoint_names)
+    output, plots, plot_samples = run.output, cfg.plots, cfg.plot_samples
+    kp_cols = keypoint_columns(run.kp_meta["keypoint_names"])
     cols = ["root", "path", "input_root", "status", "face_index", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "emotion", "emotion_confidence"] + [c for pair in kp_cols for c in pair]
-    t = read_table(output, columns=cols, filter=(pc.field("run_id") == run_id) & (pc.field("status") != "error"))
+    t = read_parts(output, columns=cols, filter=(pc.field("run_id") == run.run_id) & (pc.field("status") != "error"))
     if t is None or t.num_rows == 0:
         return []
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -347,7 +342,7 @@ def _plots(output, run_id, plots, plot_samples, keypoint_names, new_rows, num_cp
         {"abs_path": os.path.join(groups[k][0]["input_root"], real_name(k[1])), "root": k[0], "path": k[1], "status": groups[k][0]["status"], "faces_json": _faces_json(groups[k], kp_cols)}
         for k in keys
     ]
-    if local:
+    if run.local:
         batches = (render_batch({k: np.array([it[k] for it in items[i : i + 8]], dtype=object) for k in items[0]}, output=str(output))
                    for i in range(0, len(items), 8))
     else:
@@ -355,7 +350,7 @@ def _plots(output, run_id, plots, plot_samples, keypoint_names, new_rows, num_cp
 
         from facepipe.runtime import init_ray
 
-        init_ray(num_cpus=num_cpus, progress=progress)
+        init_ray(num_cpus=cfg.num_cpus, progress=cfg.progress)
         ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / 8)))
         ds = ds.map_batches(render_batch, fn_kwargs={"output": str(output)}, batch_size=8, batch_format="numpy", num_cpus=0.5)
         batches = ds.iter_batches(batch_size=None, batch_format="numpy")
@@ -364,11 +359,13 @@ def _plots(output, run_id, plots, plot_samples, keypoint_names, new_rows, num_cp
         written += [w for w in batch["written"] if w]
         failed += [e for e in batch["error"] if e]
     if failed:
-        log(f"annotate: {len(failed)} plots failed, e.g. {failed[0]}")
+        run.log(f"annotate: {len(failed)} plots failed, e.g. {failed[0]}")
     return sorted(os.path.relpath(w, output) for w in written)
 
 
-def _summary(output, plots, run_id, inputs, keypoints_model, emotion_model, kp_id, em_id, det, entries, done_unchanged, todo, counts, timings, marks, writer, pipeline_s, total_s, plot_files) -> dict:
+def _summary(run: _Run, cfg: AnnotateConfig, entries, done_unchanged: int, todo, writer: PartWriter, pipeline_s: float, total_s: float,
+             plot_files: list[str]) -> dict:
+    output, counts = run.output, run.counts
     df = read_annotations(output, latest=True, columns=["status", "num_faces", "emotion"])
     images = df.drop_duplicates(["root", "path"]) if len(df) else df
     status_counts = {s: int(v) for s, v in images["status"].value_counts().items()} if len(df) else {}
@@ -377,13 +374,15 @@ def _summary(output, plots, run_id, inputs, keypoints_model, emotion_model, kp_i
     annotated = counts["ok"] + counts["no_face"] + counts["error"]
     summary = {
         "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
+        "run_id": run.run_id,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "inputs": [str(Path(d).resolve()) for d in inputs],
+        "inputs": [str(Path(d).resolve()) for d in run.inputs],
         "output": str(Path(output).resolve()),
         "dataset_path": str(dataset_dir(output).resolve()),
-        "models": {"keypoints": {"dir": str(keypoints_model), "id": kp_id}, "emotion": {"dir": str(emotion_model), "id": em_id}},
-        "detector": det.to_dict(),
+        "models": {"keypoints": {"dir": run.keypoints_model, "id": run.kp_id}, "emotion": {"dir": run.emotion_model, "id": run.em_id}},
+        "detector": run.det.to_dict(),
+        "detector_description": run.det.describe(),
+        "config": cfg.to_dict(),
         "run": {
             "listed": len(entries),
             "already_done": done_unchanged,
@@ -398,9 +397,9 @@ def _summary(output, plots, run_id, inputs, keypoints_model, emotion_model, kp_i
             "rows_written": writer.rows_committed,
             "seconds": round(total_s, 3),
             "pipeline_seconds": round(pipeline_s, 3),
-            "first_result_seconds": round(marks.get("first_result", 0.0), 3),
+            "first_result_seconds": round(run.marks.get("first_result", 0.0), 3),
             "img_s": round(annotated / pipeline_s, 2) if pipeline_s > 0 and annotated else 0.0,
-            "stage_seconds": {k[2:]: round(v, 3) for k, v in timings.items()},
+            "stage_seconds": {k[2:]: round(v, 3) for k, v in run.timings.items()},
         },
         "dataset": {"images": int(len(images)), "faces": int((df["status"] == "ok").sum()) if len(df) else 0, "status_counts": status_counts, "faces_per_image": faces_hist, "emotion_counts": emotion_counts},
         "plots": list(plot_files),
@@ -410,7 +409,7 @@ def _summary(output, plots, run_id, inputs, keypoints_model, emotion_model, kp_i
     summary["faces"] = summary["dataset"]["faces"]
     summary["status_counts"] = status_counts
     summary_plots = []
-    if plots != "none" and len(df):
+    if cfg.plots != "none" and len(df):
         from facepipe import plots as fplots  # matplotlib costs ~0.8 s to import: only when plotting
 
         out = Path(output)

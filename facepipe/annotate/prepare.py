@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 
 from facepipe.annotate.crop import crop_resize, square_crop
-from facepipe.annotate.detect import DetectorConfig, detect_faces
+from facepipe.annotate.detect import DetectorConfig, detector_config, get_detector
 from facepipe.annotate.io import ImageDecodeError, decode_image, to_uint8
 
-__all__ = ["COLOR_ORDERS", "DEFAULT_MARGIN", "PrepareConfig", "array_to_gray", "model_crops", "model_margins", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
+__all__ = ["COLOR_ORDERS", "DEFAULT_MARGIN", "PrepareConfig", "array_to_gray", "array_to_image", "model_crops", "model_margins", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
 
 #: Fraction of the face box's longer side added on each edge of the square crop.
 DEFAULT_MARGIN = 0.15
@@ -38,7 +38,8 @@ FILE_COLUMNS = ("root", "input_root", "path", "abs_path", "file_size", "file_mti
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    #: Which detector finds the faces, with its settings (:mod:`facepipe.annotate.detect`).
+    detector: DetectorConfig = field(default_factory=detector_config)
     margin: float = DEFAULT_MARGIN
     #: Model input size per task, e.g. ``{"keypoints": 96, "emotion": 48}`` (from meta.json).
     crop_sizes: tuple[tuple[str, int], ...] = (("keypoints", 96), ("emotion", 48))
@@ -119,13 +120,22 @@ def _error_message(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _analyse(rows: _Rows, gray: np.ndarray, base: dict, timings: dict) -> None:
-    """Detect and crop one decoded image; append its rows (a face per row, or one no_face row)."""
+def _wants_color(config: PrepareConfig) -> bool:
+    """Whether detection needs the colour image beside the gray one (the crops are gray)."""
+    return config.detect and get_detector(config.detector).wants_color
+
+
+def _analyse(rows: _Rows, gray: np.ndarray, base: dict, timings: dict, color: np.ndarray | None = None) -> None:
+    """Detect and crop one decoded image; append its rows (a face per row, or one no_face row).
+
+    ``color``: the BGR image (or None, or gray) for a detector that uses colour.
+    """
     cfg = rows.config
     t0 = time.perf_counter()
     h, w = gray.shape[:2]
     if cfg.detect:
-        boxes, scores = detect_faces(gray, cfg.detector)
+        detector = get_detector(cfg.detector)
+        boxes, scores, _ = detector.detect(color if detector.wants_color and color is not None else gray)
         margins = {t: dict(cfg.crop_margins).get(t, cfg.margin) for t, _ in cfg.crop_sizes}
     else:
         boxes, scores = np.array([[0, 0, w, h]], np.float32), np.array([np.nan], np.float32)
@@ -198,9 +208,12 @@ def _prepare_file(rows: _Rows, rec: dict) -> None:
         return
     t2 = time.perf_counter()
     base.update(image_format=dec.format, image_mode=dec.mode, exif_orientation=dec.orientation, image_width=dec.width, image_height=dec.height)
+    # Outside the per-image try: a detector that cannot be built (a package missing on this node)
+    # must fail the task, not write an error row that would mark the image done.
+    color = dec.image if _wants_color(rows.config) else None
     del dec
     try:
-        _analyse(rows, gray, base, {"t_read": t1 - t0, "t_decode": t2 - t1})
+        _analyse(rows, gray, base, {"t_read": t1 - t0, "t_decode": t2 - t1}, color)
     except Exception as e:  # noqa: BLE001 - a detector failure is this image's error only
         rows.add(**base, status="error", error=_error_message(e), t_read=t1 - t0, t_decode=t2 - t1)
 
@@ -224,9 +237,10 @@ def prepare_batch(batch: dict[str, np.ndarray], config: PrepareConfig) -> dict[s
 COLOR_ORDERS = ("rgb", "bgr")
 
 
-def array_to_gray(item, color: str) -> tuple[np.ndarray, str]:
+def array_to_image(item, color: str) -> tuple[np.ndarray, str, str]:
     """A decoded image (numpy array in ``color`` order, 8/16 bit, gray/3/4 channels, or a PIL image,
-    always RGB) → ``uint8`` gray and the mode it came in."""
+    always RGB) → ``uint8`` gray or 3 channels, their order (``color``, or ``rgb`` for PIL) and the
+    mode it came in."""
     if color not in COLOR_ORDERS:
         raise ValueError(f"color must be one of {COLOR_ORDERS}, got {color!r}")
     if hasattr(item, "getbands") and hasattr(item, "mode"):  # a PIL image, without importing PIL
@@ -237,10 +251,20 @@ def array_to_gray(item, color: str) -> tuple[np.ndarray, str]:
     else:
         arr = np.asarray(item)
         mode = f"{color}-{arr.dtype}" if arr.ndim == 3 else str(arr.dtype)
-    img = to_uint8(arr)  # alpha composited over white, channel order kept
+    return to_uint8(arr), color, mode  # alpha composited over white, channel order kept
+
+
+def _gray_and_bgr(img: np.ndarray, order: str, want_bgr: bool) -> tuple[np.ndarray, np.ndarray | None]:
     if img.ndim == 2:
-        return img, mode
-    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY if color == "rgb" else cv2.COLOR_BGR2GRAY), mode
+        return img, None
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY if order == "rgb" else cv2.COLOR_BGR2GRAY)
+    return gray, ((img if order == "bgr" else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)) if want_bgr else None)
+
+
+def array_to_gray(item, color: str) -> tuple[np.ndarray, str]:
+    """A decoded image (as :func:`array_to_image` takes it) → ``uint8`` gray and the mode it came in."""
+    img, order, mode = array_to_image(item, color)
+    return _gray_and_bgr(img, order, False)[0], mode
 
 
 def prepare_items(items: list, config: PrepareConfig, color: str = "rgb") -> dict[str, np.ndarray]:
@@ -251,6 +275,7 @@ def prepare_items(items: list, config: PrepareConfig, color: str = "rgb") -> dic
     index as a string (or the path for path items).
     """
     rows = _Rows(config)
+    want_color = _wants_color(config)
     for i, item in enumerate(items):
         if isinstance(item, (str, os.PathLike)):
             p = Path(item)
@@ -267,16 +292,17 @@ def prepare_items(items: list, config: PrepareConfig, color: str = "rgb") -> dic
                 base["sha256"] = hashlib.sha256(data).hexdigest()
                 dec = decode_image(data)
                 base.update(image_format=dec.format, image_mode=dec.mode, exif_orientation=dec.orientation)
-                gray = dec.gray
+                gray, bgr = dec.gray, (dec.image if want_color else None)
             else:
-                gray, mode = array_to_gray(item, color)
+                img, order, mode = array_to_image(item, color)
+                gray, bgr = _gray_and_bgr(img, order, want_color)
                 base.update(image_format="array", image_mode=mode)
             base.update(image_width=int(gray.shape[1]), image_height=int(gray.shape[0]))
         except Exception as e:  # noqa: BLE001
             rows.add(**base, status="error", error=_error_message(e))
             continue
         try:
-            _analyse(rows, gray, base, {"t_decode": time.perf_counter() - t0})
+            _analyse(rows, gray, base, {"t_decode": time.perf_counter() - t0}, bgr)
         except Exception as e:  # noqa: BLE001
             rows.add(**base, status="error", error=_error_message(e))
     return rows.columns()

@@ -31,16 +31,18 @@ status                 string      ok | no_face | error
 error                  string      one-line reason for ``error`` rows
 num_faces              int32       faces detected in the image (0 for no_face / error)
 face_index             int32       0..num_faces-1, left to right (null unless ok)
-bbox_x, bbox_y         float32     face box top-left, image pixels
+bbox_x, bbox_y         float32     face box top-left, image pixels (``mtcnn``: may reach past the edge)
 bbox_w, bbox_h         float32     face box size, image pixels
-detector_score         float32     Haar cascade level weight (larger = more face-like)
+detector_score         float32     the detector's score, larger = more face-like (``haar``: cascade level
+                                   weight; ``mtcnn``: face probability); null when it gives none
 kp_<name>_x, _y        float32     each keypoint in image pixels (pixel centres: column, row)
 emotion                string      most probable class
 emotion_confidence     float32     its probability
 prob_<class>           float32     softmax probability of each class (sum to 1)
 keypoints_model_id     string      ``model_id`` of the keypoint model (meta.json)
 emotion_model_id       string      ``model_id`` of the emotion model
-detector               string      detector settings, e.g. ``haar:...default.xml sf=1.1 mn=5 ...``
+detector               string      detector and settings, ``<name>:<settings>``, e.g. ``haar:...default.xml
+                                   sf=1.1 mn=5 min=30 max_side=640`` or ``mtcnn:min=20 th=0.6,0.7,0.7 ...``
 facepipe_version       string      package version that wrote the row
 =====================  ==========  =========================================================
 
@@ -87,12 +89,12 @@ _BASE_HEAD: list[tuple[str, pa.DataType, str]] = [
     ("bbox_y", pa.float32(), "face box top, image pixels"),
     ("bbox_w", pa.float32(), "face box width, image pixels"),
     ("bbox_h", pa.float32(), "face box height, image pixels"),
-    ("detector_score", pa.float32(), "Haar cascade level weight"),
+    ("detector_score", pa.float32(), "the detector's score, larger = more face-like"),
 ]
 _BASE_TAIL: list[tuple[str, pa.DataType, str]] = [
     ("keypoints_model_id", pa.string(), "model_id of the keypoint model"),
     ("emotion_model_id", pa.string(), "model_id of the emotion model"),
-    ("detector", pa.string(), "detector settings"),
+    ("detector", pa.string(), "detector and settings (<name>:<settings>)"),
     ("facepipe_version", pa.string(), "facepipe version that wrote the row"),
 ]
 

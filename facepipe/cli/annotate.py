@@ -8,6 +8,7 @@ loses nothing already committed and its rerun finishes the rest without duplicat
 Output: OUT/annotations/part-*.parquet (schema: facepipe/annotate/schema.py), OUT/plots/<input
 folder name>/<path> (annotated copies), OUT/summary_*.png, OUT/summary.json.
 
+Faces are found by --detector (haar, the default, or mtcnn), each with its own settings below.
 Starts a local Ray unless RAY_ADDRESS is set (e.g. under `ray job submit --working-dir .`).
 Exit codes: 0 done (also when no face was found anywhere), 2 bad arguments or inputs (one-line
 reason on stderr), 3 another run is writing to OUT, 1 unexpected failure.
@@ -15,13 +16,44 @@ reason on stderr), 3 another run is writing to OUT, 1 unexpected failure.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
-from facepipe.annotate.detect import DetectorConfig
-from facepipe.annotate.prepare import DEFAULT_MARGIN
+from facepipe.annotate.config import AnnotateConfig, AnnotateError
+from facepipe.annotate.detect import DEFAULT_DETECTOR, DETECTORS, DetectorConfig, detector_config
 from facepipe.cli import run_main
+from facepipe.cli.flags import add_config_flags, config_kwargs
 
-_DET = DetectorConfig()
+#: The settings every detector has (one flag each, whichever detector runs).
+SHARED_DETECTOR_FIELDS = tuple(f.name for f in dataclasses.fields(DetectorConfig))
+#: :class:`AnnotateConfig` flags by ``--help`` group, in their order there (``verbose`` and
+#: ``local`` are --quiet and --local/--ray).
+MAIN_FLAGS = ("recursive", "glob", "include_hidden", "batch_size", "concurrency", "plots", "plot_samples", "limit", "progress")
+CROP_FLAGS = ("margin",)
+EXECUTION_FLAGS = ("device", "num_cpus", "files_per_task", "prepare_num_cpus", "infer_num_cpus", "torch_threads", "part_images", "part_seconds")
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _own_fields(cls: type[DetectorConfig]) -> list[dataclasses.Field]:
+    """A detector config's flag fields beyond the shared ones."""
+    return [f for f in dataclasses.fields(cls) if f.name not in SHARED_DETECTOR_FIELDS and "help" in f.metadata]
+
+
+def _add_detector_flags(p: argparse.ArgumentParser) -> None:
+    det = p.add_argument_group("face detection and crops")
+    det.add_argument("--detector", choices=sorted(DETECTORS), default=DEFAULT_DETECTOR,
+                     help="; ".join(f"{n}: {c.summary}" for n, c in DETECTORS.items()) + f" (default: {DEFAULT_DETECTOR})")
+    # A shared setting whose default differs between detectors shows each; not given, the detector's own applies.
+    per_detector = {f: {n: getattr(c.Config(), f) for n, c in DETECTORS.items()} for f in SHARED_DETECTOR_FIELDS}
+    differ = {f: v for f, v in per_detector.items() if len(set(v.values())) > 1}
+    add_config_flags(det, DetectorConfig, defaults={f: None for f in differ},
+                     default_text={f: ", ".join(f"{n} {d}" for n, d in v.items()) for f, v in differ.items()})
+    add_config_flags(det, AnnotateConfig, only=CROP_FLAGS)
+    for name, cls in DETECTORS.items():
+        add_config_flags(p.add_argument_group(f"{name} detector (--detector {name})"), cls.Config, exclude=SHARED_DETECTOR_FIELDS)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -32,90 +64,44 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="keypoint model directory (weights.pt + meta.json) (default: the model shipped in facepipe/weights/keypoints)")
     p.add_argument("--emotion-model", default=None, metavar="MODEL_DIR",
                    help="emotion model directory (weights.pt + meta.json) (default: the model shipped in facepipe/weights/emotion)")
-    p.add_argument("--recursive", action="store_true", help="descend into sub-folders (default: top level only)")
-    p.add_argument("--glob", default="*", metavar="PATTERN", help="file name pattern, fnmatch (default: %(default)s: every file, by content)")
-    p.add_argument("--include-hidden", action="store_true", help="also take files and folders whose name starts with '.' (default: skipped)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="B", help="faces per model forward pass (default: %(default)s)")
-    p.add_argument("--concurrency", type=int, default=1, metavar="N", help="inference actors, each loading both models once (default: %(default)s)")
-    p.add_argument("--plots", choices=("all", "none", "sample"), default="sample", help="annotated copies of all images, none, or a sample (default: %(default)s)")
-    p.add_argument("--plot-samples", type=int, default=25, metavar="N", help="images drawn with --plots sample (default: %(default)s)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="annotate at most N new files this run (default: no limit)")
-    p.add_argument("--progress", action="store_true", help="show Ray Data progress bars too (default: job progress lines only)")
+    add_config_flags(p, AnnotateConfig, only=MAIN_FLAGS)
     p.add_argument("--quiet", action="store_true", help="no progress lines, only errors (default: progress lines and a one-line summary)")
-    det = p.add_argument_group("face detection (OpenCV Haar cascade)")
-    det.add_argument("--cascade", default=_DET.cascade, help="cascade XML: a name in cv2.data.haarcascades or a path (default: %(default)s)")
-    det.add_argument("--scale-factor", type=float, default=_DET.scale_factor, help="detectMultiScale scaleFactor (default: %(default)s)")
-    det.add_argument("--min-neighbors", type=int, default=_DET.min_neighbors, help="detectMultiScale minNeighbors (default: %(default)s)")
-    det.add_argument("--min-face", type=int, default=_DET.min_size, metavar="PX", help="smallest face, pixels of the detection image (default: %(default)s)")
-    det.add_argument("--detect-max-side", type=int, default=_DET.max_side, metavar="PX", help="larger images are downscaled to this side for detection (default: %(default)s)")
-    det.add_argument("--min-score", type=float, default=None, help="drop faces whose cascade level weight is lower (default: keep all)")
-    det.add_argument("--max-faces", type=int, default=0, help="keep at most this many faces per image, largest first; 0 = all (default: %(default)s)")
-    det.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
-                     help="crop margin around a face box, fraction of its side per edge, for models whose meta.json records no framing "
-                          "(a model trained on photos is cropped as it was trained) (default: %(default)s)")
+    _add_detector_flags(p)
     run = p.add_argument_group("execution")
     where = run.add_mutually_exclusive_group()
     where.add_argument("--local", dest="local", action="store_true", default=None,
                        help="run in this process, without Ray (default: so when at most 200 new files and no RAY_ADDRESS)")
     where.add_argument("--ray", dest="local", action="store_false", help="run on Ray even for a few files (default: above 200 new files, or with RAY_ADDRESS)")
-    run.add_argument("--device", default="auto", help="auto (GPU when the cluster has one), cpu or cuda (default: %(default)s)")
-    run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all; ignored with RAY_ADDRESS)")
-    run.add_argument("--files-per-task", type=int, default=8, help="files per decode/detect task (default: %(default)s)")
-    run.add_argument("--prepare-num-cpus", type=float, default=0.5, help="CPU request of a decode/detect task (default: %(default)s)")
-    run.add_argument("--infer-num-cpus", type=float, default=0.75, help="CPU request of an inference actor; torch threads = its whole CPUs, at least 1 (default: %(default)s)")
-    run.add_argument("--part-images", type=int, default=500, help="images per Parquet part file (default: %(default)s)")
-    run.add_argument("--part-seconds", type=float, default=30.0, help="commit a part at least this often, seconds (default: %(default)s)")
+    add_config_flags(run, AnnotateConfig, only=EXECUTION_FLAGS)
     return p
 
 
+def detector_from_args(args: argparse.Namespace) -> DetectorConfig:
+    """The detector config the flags ask for; ValueError for another detector's flag."""
+    for name, cls in DETECTORS.items():
+        if name == args.detector:
+            continue
+        for f in _own_fields(cls.Config):
+            value = getattr(args, f.name)
+            if (list(value) if isinstance(value, (list, tuple)) else value) != (list(f.default) if isinstance(f.default, tuple) else f.default):
+                raise ValueError(f"{_flag(f)} is a setting of --detector {name}, and this run uses --detector {args.detector}")
+    cls = DETECTORS[args.detector].Config
+    shared = {k: v for k, v in config_kwargs(args, DetectorConfig).items() if v is not None}
+    return detector_config(args.detector, **shared, **config_kwargs(args, cls, exclude=SHARED_DETECTOR_FIELDS))
+
+
 def main(args: argparse.Namespace) -> int:
-    from facepipe.annotate.job import AnnotateError, annotate
+    from facepipe.annotate.job import annotate
     from facepipe.annotate.writer import OutputLocked
 
     try:
-        detector = DetectorConfig(
-            cascade=args.cascade,
-            scale_factor=args.scale_factor,
-            min_neighbors=args.min_neighbors,
-            min_size=args.min_face,
-            max_side=args.detect_max_side,
-            min_score=args.min_score,
-            max_faces=args.max_faces,
-        )
-        if args.limit is not None and args.limit < 0:
-            raise ValueError("--limit must be >= 0")
-        if args.part_images < 1 or args.part_seconds <= 0 or args.plot_samples < 0:
-            raise ValueError("--part-images >= 1, --part-seconds > 0 and --plot-samples >= 0 are required")
-    except ValueError as e:
+        detector = detector_from_args(args)
+        config = AnnotateConfig(**config_kwargs(args, AnnotateConfig), verbose=not args.quiet, local=args.local)
+    except (ValueError, TypeError) as e:  # AnnotateError is a ValueError
         print(f"annotate: error: {e}", file=sys.stderr)
         return 2
     try:
-        annotate(
-            args.input,
-            args.output,
-            args.keypoints_model,
-            args.emotion_model,
-            recursive=args.recursive,
-            glob=args.glob,
-            include_hidden=args.include_hidden,
-            batch_size=args.batch_size,
-            concurrency=args.concurrency,
-            plots=args.plots,
-            plot_samples=args.plot_samples,
-            limit=args.limit,
-            detector=detector,
-            margin=args.margin,
-            files_per_task=args.files_per_task,
-            prepare_num_cpus=args.prepare_num_cpus,
-            infer_num_cpus=args.infer_num_cpus,
-            part_images=args.part_images,
-            part_seconds=args.part_seconds,
-            device=args.device,
-            num_cpus=args.num_cpus,
-            progress=args.progress,
-            verbose=not args.quiet,
-            local=args.local,
-        )
+        annotate(args.input, args.output, args.keypoints_model, args.emotion_model, config, detector=detector)
     except AnnotateError as e:
         print(f"annotate: error: {e}", file=sys.stderr)
         return 2

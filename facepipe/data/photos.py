@@ -5,7 +5,8 @@ The CSV has an ``image`` column (a file name relative to the images folder), opt
 a missing point); ``ytf_frames_kaggle15.csv`` and ``ytf_frames_68.csv`` in ``../shared`` are two.
 
 Training framing and annotation framing agree by construction: every photo goes through
-annotation's own detector (:func:`facepipe.annotate.detect.detect_faces`) and crop
+annotation's own detector (:func:`facepipe.annotate.detect.detect_faces`, with the detector
+recorded in the model's ``meta.json``) and crop
 (:func:`~facepipe.annotate.crop.square_crop` + :func:`~facepipe.annotate.crop.crop_resize`, via
 :func:`crop_photos`). The training split is re-cropped every epoch from a randomly jittered box
 whose noise matches what the detector's box shows against the labelled points (:func:`fit_box_model`).
@@ -30,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from facepipe.annotate.crop import crop_resize, image_to_crop, square_crop
-from facepipe.annotate.detect import DetectorConfig, detect_faces
+from facepipe.annotate.detect import detect_faces, detector_config
 from facepipe.annotate.io import ImageDecodeError, decode_image
 from facepipe.annotate.prepare import DEFAULT_MARGIN
 from facepipe.data.kaggle import PHOTO_POINTS, BadRow, CSVFormatError, RawTable, raise_or_record, read_raw
@@ -286,12 +287,15 @@ def read_photo_rows(path: str | os.PathLike, images: str | os.PathLike | None = 
 def detect_batch(batch: dict[str, np.ndarray], detector: dict | None = None) -> dict[str, np.ndarray]:
     """Read, decode and detect each photo; keep the box holding its labelled face.
 
+    ``detector``: a detector config as ``to_dict()`` writes it (None: the default detector; a dict
+    without ``name``, as older ``meta.json`` files hold it, is a Haar config).
+
     In: ``line``, ``abs_path``, ``points``. Out adds ``photo`` (the file's bytes), ``width``,
     ``height``, ``det_box`` float32 ``[4]`` (NaN: no face or no face holding the points),
     ``num_faces`` and ``error`` ("" when fine; a bad photo is reported, never dropped here).
     """
     cv2.setNumThreads(1)  # several of these tasks run at once
-    cfg = DetectorConfig.from_any(detector)
+    cfg = detector_config(detector)
     n = len(batch["line"])
     photo = np.empty(n, dtype=object)
     error = np.full(n, "", dtype=object)
@@ -304,11 +308,11 @@ def detect_batch(batch: dict[str, np.ndarray], detector: dict | None = None) -> 
         try:
             with open(batch["abs_path"][i], "rb") as f:
                 data = f.read()
-            gray = decode_image(data).gray
+            image = decode_image(data).image  # gray or BGR: a detector that uses colour gets it
         except (OSError, ImageDecodeError) as e:
             error[i] = f"image|cannot read {batch['abs_path'][i]}: {e}"
             continue
-        h, w = gray.shape
+        h, w = image.shape[:2]
         wh[i] = (w, h)
         present = pts[np.isfinite(pts).all(1)]
         tol = OUTSIDE_TOLERANCE * max(w, h)
@@ -316,7 +320,7 @@ def detect_batch(batch: dict[str, np.ndarray], detector: dict | None = None) -> 
             error[i] = f"image|a labelled point lies far outside the {w}x{h} image"
             continue
         photo[i] = data
-        boxes, _ = detect_faces(gray, cfg)
+        boxes, _ = detect_faces(image, cfg)
         faces[i] = len(boxes)
         j = match_face(boxes, pts)
         if j is not None:

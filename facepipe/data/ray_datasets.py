@@ -164,12 +164,12 @@ def load_photo_splits(
     ``mask``, ``line``, ``square``; the training split keeps :data:`PHOTO_COLUMNS` too, for the
     per-epoch jittered re-crop (:func:`augment_train_batch` with ``framing``).
     """
-    from facepipe.annotate.detect import DetectorConfig
+    from facepipe.annotate.detect import detector_config
     from facepipe.annotate.prepare import DEFAULT_MARGIN
     from facepipe.data.photos import detect_batch, fit_box_model, read_photo_rows
 
     rows = read_photo_rows(path, images, skip_bad_rows=skip_bad_rows, val_fraction=val_fraction, seed=seed, image_size=image_size)
-    det_cfg = DetectorConfig.from_any(detector)
+    det_cfg = detector_config(detector)
     size = rows.raw.format.image_size
     items = [{"line": int(l), "abs_path": a, "points": p, "split": s} for l, a, p, s in zip(rows.line, rows.abs_path, rows.points, rows.split)]
     found = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // PHOTOS_PER_TASK))).map_batches(
