@@ -28,7 +28,7 @@ KP_NAMES_X = [f"kp_{n}_x" for n in ("left_eye_center", "right_eye_center", "nose
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Untrained keypoint ResNet18 and a small emotion CNN (the code path does not need training)."""
-    from facepipe.annotate.demo import write_untrained_models
+    from untrained import write_untrained_models
 
     return write_untrained_models(tmp_path_factory.mktemp("models"), small_emotion=True)
 
@@ -230,6 +230,30 @@ def test_rerun_annotates_only_new_or_changed_files(ray_session, models, tmp_path
     assert "face_0002.png" in set(read_annotations(out, existing=False)["path"]) and "face_0002.png" in set(read_annotations(out, latest=False)["path"])
     assert len(current[current["status"] == "ok"]) == current.drop_duplicates("path")["num_faces"].sum()  # one row per face, once
 
+    # `facepipe compact` rewrites the dataset to that view, so any Parquet reader counts right; reruns still skip
+    r = subprocess.run([sys.executable, "-m", "facepipe", "compact", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout.splitlines()[-1])
+    assert (s["rows_before"], s["rows_after"], s["files_after"], s["parts_after"]) == (len(everything), len(current), 8, 1)
+    compacted = pd.read_parquet(out / "annotations")
+    assert len(compacted) == len(current) and compacted["path"].nunique() == 8
+    pd.testing.assert_frame_equal(read_annotations(out, latest=False), current)
+    fifth = annotate([inp], out, kp_dir, em_dir, **kw)
+    assert fifth["run"]["annotated"] == 0 and fifth["run"]["already_done"] + fifth["run"]["skipped_same_content"] == 8
+
+    # killed between its two renames: readers see the whole new copy, the next run completes the swap
+    from facepipe.annotate.compact import compact, finish_interrupted_compaction
+
+    shutil.copytree(out / "annotations", out / "annotations.compact")
+    os.replace(out / "annotations", out / "annotations.old")
+    assert len(read_annotations(out, latest=False)) == len(current)
+    assert finish_interrupted_compaction(out) == "completed"
+    assert not (out / "annotations.old").exists() and not (out / "annotations.compact").exists()
+    # killed while writing the new copy: undone, the dataset untouched
+    (out / "annotations.compact").mkdir()
+    (out / "annotations.compact" / ".part-x.parquet.tmp").write_bytes(b"half")
+    assert compact(out)["recovered"] == "undone" and len(read_annotations(out, latest=False)) == len(current)
+
 
 def test_limit_then_other_models_reannotate(ray_session, models, tmp_path):
     kp_dir, em_dir = models
@@ -239,7 +263,7 @@ def test_limit_then_other_models_reannotate(ray_session, models, tmp_path):
     s1 = annotate([inp], out, kp_dir, em_dir, limit=2, **kw)
     assert s1["run"]["annotated"] == 2 and s1["run"]["left_by_limit"] == 3
     assert len(s1["plots"]) == 1  # --plots sample draws at most N
-    from facepipe.annotate.demo import write_untrained_models
+    from untrained import write_untrained_models
 
     kp2, em2 = write_untrained_models(tmp_path / "models2", small_emotion=True, seed=1)
     s2 = annotate([inp], out, kp2, em2, **kw)

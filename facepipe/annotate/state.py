@@ -1,7 +1,7 @@
 """Incremental state: what an output folder already holds, read from its committed Parquet parts.
 
-An image is done for a pair of models when a committed row has its (root, path), the models'
-ids and its content hash. Reruns skip done files in two steps:
+An image is done for a pair of models and a detector when a committed row has its (root, path), the
+models' ids, the detector's description and its content hash. Reruns skip done files in two steps:
 
 1. on the driver, without reading the file: same (root, path, size, mtime) as a done row;
 2. in the pipeline, after hashing: same sha256 as a done row of that (root, path) (a file that was
@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from facepipe.annotate.writer import dataset_dir
+from facepipe.annotate.writer import COMPACT_DIR, dataset_dir
 
-__all__ = ["State", "load_state", "read_table", "read_annotations"]
+__all__ = ["State", "load_state", "read_parts", "read_annotations", "current_view"]
 
 _STATE_COLUMNS = ["root", "path", "sha256", "file_size", "file_mtime_ns", "keypoints_model_id", "emotion_model_id", "status"]
 
@@ -45,12 +45,15 @@ class State:
 
 def _dataset(output: str | os.PathLike) -> pads.Dataset | None:
     d = dataset_dir(output)
+    if not d.is_dir():
+        # A compaction between its two renames (facepipe.annotate.compact): its committed copy is complete.
+        d = Path(output) / COMPACT_DIR
     if not d.is_dir() or not any(d.glob("*.parquet")):
         return None
     return pads.dataset(str(d), format="parquet")
 
 
-def read_table(output: str | os.PathLike, columns: list[str] | None = None, filter=None) -> pa.Table | None:
+def read_parts(output: str | os.PathLike, columns: list[str] | None = None, filter=None) -> pa.Table | None:
     """All committed rows (or None when there are none yet)."""
     ds = _dataset(output)
     if ds is None:
@@ -58,13 +61,14 @@ def read_table(output: str | os.PathLike, columns: list[str] | None = None, filt
     return ds.to_table(columns=columns, filter=filter)
 
 
-def load_state(output: str | os.PathLike, keypoints_model_id: str, emotion_model_id: str) -> State:
+def load_state(output: str | os.PathLike, keypoints_model_id: str, emotion_model_id: str, detector: str | None = None) -> State:
+    """What ``output`` holds for these models and, when given, this detector (its ``describe()``):
+    another detector, or other settings of it, finds other faces, so its rows do not count as done."""
     state = State()
-    t = read_table(
-        output,
-        columns=_STATE_COLUMNS,
-        filter=(pc.field("keypoints_model_id") == keypoints_model_id) & (pc.field("emotion_model_id") == emotion_model_id),
-    )
+    done = (pc.field("keypoints_model_id") == keypoints_model_id) & (pc.field("emotion_model_id") == emotion_model_id)
+    if detector is not None:
+        done = done & (pc.field("detector") == detector)
+    t = read_parts(output, columns=_STATE_COLUMNS, filter=done)
     if t is None or t.num_rows == 0:
         return state
     state.rows = t.num_rows
@@ -89,29 +93,43 @@ def load_state(output: str | os.PathLike, keypoints_model_id: str, emotion_model
     return state
 
 
+def current_view(table: pa.Table, existing: bool = True) -> pa.Table:
+    """The rows of ``table`` that make the current view: per (root, path) the rows of its most
+    recent annotation and, with ``existing``, only files that still exist at ``input_root/path``."""
+    if table.num_rows == 0:
+        return table
+    keys = table.select(["root", "path", "timestamp"]).to_pandas()
+    newest = keys.groupby(["root", "path"])["timestamp"].transform("max")
+    keep = (keys["timestamp"] == newest).to_numpy(copy=True)  # written below; pandas may hand out a read-only view
+    if existing:
+        roots, paths = table.column("input_root").to_pylist(), table.column("path").to_pylist()
+        alive: dict[tuple[str, str], bool] = {}
+        for i, (r, p) in enumerate(zip(roots, paths)):
+            if keep[i]:
+                if (r, p) not in alive:
+                    alive[(r, p)] = os.path.lexists(os.path.join(r, p))
+                keep[i] = alive[(r, p)]
+    return table.filter(pa.array(keep))
+
+
 def read_annotations(output: str | os.PathLike, latest: bool = True, columns: list[str] | None = None, existing: bool = True):
     """The annotations in ``output`` as a pandas DataFrame, sorted by (root, path, face_index).
 
     The Parquet folder is a history: a file that changed, or was annotated with other models, has
-    older rows too, and a deleted file keeps its rows. ``latest=True`` (the current view) keeps,
-    per (root, path), only the rows of its most recent annotation and, with ``existing=True``, only
-    files that still exist at ``input_root/path``; ``latest=False`` returns every row ever written.
+    older rows too, and a deleted file keeps its rows. ``latest=True`` (the current view,
+    :func:`current_view`) keeps, per (root, path), only the rows of its most recent annotation and,
+    with ``existing=True``, only files that still exist at ``input_root/path``; ``latest=False``
+    returns every row ever written. ``facepipe compact OUT`` rewrites the folder to the current view.
     Counts over the current view are correct: ``df[df.status == "ok"].emotion.value_counts()``.
     """
     import pandas as pd
 
     if columns is not None:
         columns = list(dict.fromkeys(list(columns) + ["root", "path", "timestamp", "face_index", "input_root"]))
-    t = read_table(output, columns=columns)
+    t = read_parts(output, columns=columns)
     if t is None:
         return pd.DataFrame(columns=columns or [])
+    if latest:
+        t = current_view(t, existing=existing)
     df = t.to_pandas()
-    if latest and len(df):
-        newest = df.groupby(["root", "path"])["timestamp"].transform("max")
-        df = df[df["timestamp"] == newest]
-        if existing:
-            files = df[["input_root", "path"]].drop_duplicates()
-            gone = {(r, p) for r, p in zip(files["input_root"], files["path"]) if not os.path.lexists(os.path.join(r, p))}
-            if gone:
-                df = df[[(r, p) not in gone for r, p in zip(df["input_root"], df["path"])]]
     return df.sort_values(["root", "path", "face_index"], na_position="first").reset_index(drop=True)

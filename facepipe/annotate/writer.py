@@ -32,6 +32,8 @@ import pyarrow.parquet as pq
 __all__ = ["ANNOTATIONS_DIR", "dataset_dir", "output_lock", "OutputLocked", "PartWriter", "atomic_write_bytes"]
 
 ANNOTATIONS_DIR = "annotations"
+#: Where a compaction writes the new dataset before swapping it in (:mod:`.compact`).
+COMPACT_DIR = "annotations.compact"
 LOCK_NAME = ".annotate.lock"
 
 

@@ -4,6 +4,7 @@ entry point (for ``ray job submit``) uses.
     facepipe annotate PATH... --output OUT     facepipe predict IMAGE...
     facepipe train --task ... --data ...       facepipe evaluate --model ... --data ...
     facepipe explore --data ...                facepipe demo
+    facepipe compact OUT
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 COMMANDS = {
     "annotate": "annotate image files and folders into Parquet + plots (incremental)",
     "predict": "print the faces, keypoints and emotions of a few images",
+    "compact": "rewrite an annotate output to its current view (drop older and deleted files' rows)",
     "train": "train the keypoint and/or emotion model (Ray Train)",
     "evaluate": "evaluate a model directory on a split (metrics, reports, plots)",
     "explore": "summarise and plot a Kaggle CSV",
@@ -41,9 +43,12 @@ def main(argv: list[str] | None = None) -> int:
 def run_main(name: str, get_args_parser, main, argv: list[str] | None = None, prog: str | None = None, errors: tuple = ()) -> int:
     """Parse ``argv`` with the command's parser (named ``prog``) and run ``main``; the exit code:
     ``main``'s own when it returns one, 1 with a one-line reason for ``errors``, else 0."""
+    from facepipe.logs import configure
+
     parser = get_args_parser()
     parser.prog = prog or parser.prog
     args = parser.parse_args(argv)
+    configure()  # the library's progress lines, as plain lines on stdout
     try:
         result = main(args)
     except errors as e:
