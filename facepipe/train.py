@@ -31,8 +31,11 @@ from facepipe import models
 from facepipe.augment import AugmentConfig
 from facepipe.data.kaggle import FER, FER_FRAME_MARGIN
 from facepipe.data.ray_datasets import DATA_TASK_CPUS, FER_TRAIN, FER_VAL, PHOTO_COLUMNS, EpochClock, augment_train_batch, load_splits
-from facepipe.data.schema import EMOTIONS, KeypointSchema
+from facepipe.logs import configure as configure_logging, get_logger
+from facepipe.ray_compat import quiet_train_report_logs, without_resource_budget_backpressure
 from facepipe.tasks import add_sums, get_task
+
+log = get_logger(__name__)
 
 STATE = "state.pt"
 #: Rows per block of the shuffled training split: each batch mixes rows from several random blocks.
@@ -43,60 +46,66 @@ LOCAL_SHUFFLE_ROWS = 4 * SHUFFLE_BLOCK_ROWS
 #: tasks trained at 703-750 img/s on 2 cores against 524-618 with 256 (bench/train_throughput.md).
 AUGMENT_BATCH_ROWS = 1024
 
-#: Per-task defaults, tuned on the real data (see RESULTS.md).
-TASK_DEFAULTS = {
-    "keypoints": {"epochs": 100, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4},
-    "emotion": {"epochs": 40, "batch_size": 128, "lr": 3e-3, "weight_decay": 5e-4},
-}
+def _flag(help: str, **extra) -> dict:
+    """Field metadata that makes a :class:`TrainConfig` field a ``train`` flag (:mod:`facepipe.cli.flags`)."""
+    return {"help": help, **extra}
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (saved in every checkpoint and in meta.json)."""
+    """Everything that defines a training run (saved in every checkpoint and in meta.json).
+
+    Fields with help metadata are the ``facepipe train`` flags; None means the task's default.
+    """
 
     task: str
     data: str
     output: str
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    arch: str | None = None
+    epochs: int | None = field(default=None, metadata=_flag("epochs"))
+    batch_size: int | None = field(default=None, metadata=_flag("batch size per worker"))
+    lr: float | None = field(default=None, metadata=_flag("peak learning rate of the OneCycle schedule"))
+    weight_decay: float | None = field(default=None, metadata=_flag("AdamW weight decay"))
+    #: Emotion cross-entropy label smoothing (None: the task's default).
+    label_smoothing: float | None = field(default=None, metadata=_flag("cross-entropy label smoothing (emotion)"))
+    arch: str | None = field(default=None, metadata=_flag("network architecture (facepipe.models.ARCHS)"))
     arch_args: dict | None = None
     augment: dict = field(default_factory=dict)
-    num_workers: int = 1
-    cpus_per_worker: float | None = None
-    threads_per_worker: int | None = None
-    use_gpu: bool = False
-    amp: bool = True
-    resume: bool = False
-    storage_path: str | None = None
-    name: str | None = None
-    val_fraction: float = 0.1
+    num_workers: int = field(default=1, metadata=_flag("Train workers (data-parallel, DDP)"))
+    cpus_per_worker: float | None = field(default=None, metadata=_flag(
+        "CPUs reserved per worker", default_text="up to 1, leaving 0.5 CPU for Ray Data tasks"))
+    threads_per_worker: int | None = field(default=None, metadata=_flag("torch threads per worker", default_text="the node's cores / workers"))
+    use_gpu: bool = field(default=False, metadata=_flag("one GPU per worker (DDP via prepare_model)"))
+    amp: bool = field(default=True, metadata=_flag(
+        "train in fp32 only (default: bf16 mixed precision where the GPU or CPU computes bf16 natively: CUDA, AVX512-BF16, AMX)"))
+    resume: bool = field(default=False, metadata=_flag("continue the run with this name from its last checkpoint"))
+    storage_path: str | None = field(default=None, metadata=_flag(
+        "where checkpoints go: local path or URI (s3://, gs://); multi-node needs shared storage", default_text="OUTPUT/ray_results"))
+    name: str | None = field(default=None, metadata=_flag("run name", default_text="the task"))
+    val_fraction: float = field(default=0.1, metadata=_flag("keypoints: seeded hold-out fraction (FER2013 uses Usage)"))
     train_split: str | None = None
     val_split: str | None = None
-    seed: int = 0
-    skip_bad_rows: bool = False
-    max_failures: int = 0
-    stop_after_epoch: int | None = None  # stop this invocation early (simulates an interruption)
-    label_smoothing: float = 0.1
-    #: Photo sources: the folder the CSV's image names are relative to (default: the CSV's folder).
-    images: str | None = None
-    #: Crop margin around the detector's box at annotation, recorded in meta.json (default: photo
-    #: sources annotation's 0.15; FER2013 FER_FRAME_MARGIN, which reproduces FER's framing).
-    margin: float | None = None
-    #: Store the exported weights in this floating-point type (e.g. "float16" to ship them).
-    weights_dtype: str | None = None
+    seed: int = field(default=0, metadata=_flag("seed for splits, augmentation and initialisation"))
+    skip_bad_rows: bool = field(default=False, metadata=_flag("skip malformed CSV rows (counted and listed) instead of failing"))
+    max_failures: int = field(default=0, metadata=_flag("worker failures to recover from (from the last checkpoint)"))
+    stop_after_epoch: int | None = field(default=None, metadata=_flag(
+        "stop after this epoch, as an interruption would (resume later with --resume)", default_text="run all epochs"))
+    images: str | None = field(default=None, metadata=_flag(
+        "photo labels: the folder their image names are relative to", default_text="the CSV's folder"))
+    margin: float | None = field(default=None, metadata=_flag(
+        "crop margin around the detector's box at annotation, as a fraction of its side, recorded in meta.json",
+        default_text=f"photo labels 0.15, annotation's; FER2013 {FER_FRAME_MARGIN}, which reproduces FER's framing"))
+    weights_dtype: str | None = field(default=None, metadata=_flag(
+        "store the exported weights in this type (float16 halves the file)", choices=["float32", "float16", "bfloat16"], default_text="float32"))
 
     def __post_init__(self) -> None:
-        if self.task not in TASK_DEFAULTS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {sorted(TASK_DEFAULTS)}")
-        for k, v in TASK_DEFAULTS[self.task].items():
+        task = get_task(self.task)  # unknown names fail here
+        for k, v in task.defaults.items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
-        arch, arch_args, _ = models.DEFAULT_ARCH[self.task]
-        self.arch = self.arch or arch
-        self.arch_args = dict(arch_args if self.arch_args is None else self.arch_args)
+        self.arch = self.arch or task.arch
+        self.arch_args = dict(task.arch_args if self.arch_args is None else self.arch_args)
+        if self.label_smoothing is None:
+            self.label_smoothing = getattr(task, "label_smoothing", None)
         if self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -108,6 +117,10 @@ class TrainConfig:
         AugmentConfig.from_dict({**asdict(AugmentConfig.for_task(self.task)), **self.augment})  # validate early
         if self.weights_dtype is not None and self.weights_dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"weights_dtype must be float32, float16 or bfloat16, got {self.weights_dtype!r}")
+
+
+class TrainingFailed(RuntimeError):
+    """Training stopped on worker or node failures beyond ``max_failures``; resumable with ``resume``."""
 
 
 @dataclass
@@ -140,16 +153,11 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # keep per-report INFO lines out of the job log
-    try:  # Train V2 logs every report at INFO on a logger named by its file path, outside "ray.train"
-        from ray.train.v2._internal.execution import context as _train_context
-
-        logging.getLogger(_train_context.__file__).setLevel(logging.WARNING)
-    except ImportError:
-        pass
+    quiet_train_report_logs()
+    configure_logging()  # this worker's epoch lines reach the job's output through its stdout
     torch.set_num_threads(config["threads_per_worker"])
     torch.manual_seed(config["seed"])
-    task = get_task(config["task"], label_smoothing=config["label_smoothing"]) if config["task"] == "emotion" else get_task(config["task"])
+    task = get_task(config["task"]).configure(config)
     meta = config["meta"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -158,9 +166,9 @@ def train_loop_per_worker(config: dict) -> None:
     # or AMX); weights, optimizer state, loss and evaluation stay fp32.
     use_amp = config["amp"] and models.native_bf16(device)
     if rank == 0:
-        print(f"[{config['task']}] device {device}, {'bf16 mixed precision' if use_amp else 'fp32'}", flush=True)
+        log.info(f"[{config['task']}] device {device}, {'bf16 mixed precision' if use_amp else 'fp32'}")
 
-    model = models.build_model(meta["task"], meta["arch"], meta["arch_args"], len(meta.get("keypoint_names") or meta["class_names"]))
+    model = models.build_model(meta["task"], meta["arch"], meta["arch_args"], len(meta[task.label_key]))
     model = ray.train.torch.prepare_model(model)
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     steps_per_epoch = max(1, math.ceil(config["n_train"] / world / config["batch_size"]))
@@ -177,7 +185,7 @@ def train_loop_per_worker(config: dict) -> None:
         sched.load_state_dict(state["scheduler"])
         start_epoch, history, best = state["epoch"] + 1, list(state["history"]), state.get("best")
         if rank == 0:
-            print(f"[{config['task']}] resumed from checkpoint of epoch {state['epoch']}", flush=True)
+            log.info(f"[{config['task']}] resumed from checkpoint of epoch {state['epoch']}")
 
     clock = config["clock"]
     train_shard = ray.train.get_dataset_shard("train")
@@ -245,10 +253,7 @@ def train_loop_per_worker(config: dict) -> None:
             "train_img_s": round(float(totals["train"][1]) / max(train_time, 1e-9), 1),
             "data_wait_s": round(wait, 2),
         }
-        if "rmse_px" in val:
-            entry["val_rmse_px"] = val["rmse_px"]
-        if "accuracy" in val:
-            entry["val_accuracy"] = val["accuracy"]
+        entry.update(task.history_entry(val))
         history.append(entry)
         value = entry.get(task.primary_metric)
         if rank == 0 and value is not None and (best is None or (value > best["value"] if task.higher_is_better else value < best["value"])):
@@ -257,7 +262,7 @@ def train_loop_per_worker(config: dict) -> None:
             best = {"epoch": epoch, "value": value, "model": {k: v.detach().cpu().clone() for k, v in models.unwrap(model).state_dict().items()}}
         if rank == 0:
             shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items() if k != "epoch")
-            print(f"[{config['task']}] epoch {epoch}/{config['epochs']} {shown}", flush=True)
+            log.info(f"[{config['task']}] epoch {epoch}/{config['epochs']} {shown}")
 
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
@@ -295,17 +300,6 @@ def image_stats(ds: ray.data.Dataset) -> tuple[float, float]:
     return mean, math.sqrt(max(ss / n - mean * mean, 1e-12))
 
 
-def mean_shape(ds: ray.data.Dataset) -> list[list[float | None]]:
-    """The mean of each keypoint over a dataset, in input pixels (``[K][2]``; the box-only
-    baseline); None for a point never labelled."""
-    s = n = 0.0
-    for b in ds.select_columns(["keypoints"]).iter_batches(batch_size=4096, batch_format="numpy"):
-        kp = np.asarray(b["keypoints"], np.float64)
-        s, n = s + np.nansum(kp, axis=0), n + np.isfinite(kp).sum(axis=0)
-    mean = np.round(s / np.maximum(n, 1), 3)
-    return [[float(v) if c else None for v, c in zip(m, k)] for m, k in zip(mean, np.asarray(n) > 0)]
-
-
 def shuffled_blocks(ds: ray.data.Dataset, seed: int) -> ray.data.Dataset:
     """Rows shuffled once (seeded) into blocks of ``SHUFFLE_BLOCK_ROWS``, materialized.
 
@@ -316,30 +310,6 @@ def shuffled_blocks(ds: ray.data.Dataset, seed: int) -> ray.data.Dataset:
     competing with training every epoch.
     """
     return ds.random_shuffle(seed=seed, num_cpus=DATA_TASK_CPUS).repartition(target_num_rows_per_block=SHUFFLE_BLOCK_ROWS).materialize()
-
-
-def without_resource_budget_backpressure(ds: ray.data.Dataset) -> None:
-    """Let ``ds`` run ahead of its consumers instead of being held by Ray Data's resource budget.
-
-    Under Ray Train that budget kept the augmentation stage throttled with no task in flight for
-    much of each epoch, and Ray Data's scheduling loop only blocks (in ``ray.wait``) while a task
-    is in flight: the SplitCoordinator then polled at ~0.65 of a core for the first half of every
-    20,000-row epoch, beside the Train workers (2 workers: 627-636 -> 762 img/s without the budget
-    policy, bench/results/train_throughput.md). The other two policies (concurrency cap,
-    downstream capacity) stay. What can run ahead is bounded anyway: one epoch of augmented rows
-    is the size of the training split, which is already materialized.
-    Set on this dataset's own context, so other datasets in the process keep the default.
-    """
-    try:
-        from ray.data._internal.execution.backpressure_policy import (
-            ENABLED_BACKPRESSURE_POLICIES,
-            ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
-            ResourceBudgetBackpressurePolicy,
-        )
-    except ImportError:  # a Ray that moved these internals: keep its defaults (slower, still correct)
-        return
-    keep = [p for p in ENABLED_BACKPRESSURE_POLICIES if p is not ResourceBudgetBackpressurePolicy]
-    ds.context.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, keep)
 
 
 def default_resources(num_workers: int, cpus_per_worker: float | None, threads: int | None) -> tuple[float, int]:
@@ -383,23 +353,20 @@ def train(cfg: TrainConfig) -> TrainResult:
     train_ds, val_ds = splits[train_split], splits[val_split]
     n_train, n_val = splits.counts[train_split], splits.counts[val_split]
     skipped = f", {len(splits.skipped)} bad rows skipped" if splits.skipped else ""
-    print(f"[{cfg.task}] data: {n_train} train / {n_val} val rows from {cfg.data}{skipped} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    log.info(f"[{cfg.task}] data: {n_train} train / {n_val} val rows from {cfg.data}{skipped} ({time.perf_counter() - t0:.1f} s)")
     if photo:
         f = photo["faces"]
-        print(f"[{cfg.task}] faces framed by the detector: train {f['train']['detected']}/{f['train']['photos']}, val "
+        log.info(f"[{cfg.task}] faces framed by the detector: train {f['train']['detected']}/{f['train']['photos']}, val "
               f"{f['val']['detected']}/{f['val']['photos']}; framed from the labels: no face found "
               f"{f['train']['no_face'] + f['val']['no_face']}, only other faces {f['train']['wrong_face'] + f['val']['wrong_face']}; "
-              f"box noise {json.dumps({k: round(v, 3) for k, v in photo['framing'].items()})}", flush=True)
+              f"box noise {json.dumps({k: round(v, 3) for k, v in photo['framing'].items()})}")
 
     mean, std = image_stats(train_ds)
-    labels = list(fmt.schema.names) if cfg.task == "keypoints" else list(EMOTIONS)
+    labels = task.labels(fmt)
     size = fmt.image_size
     meta = models.make_meta(cfg.task, cfg.arch, cfg.arch_args, size, labels, mean, std)
-    if cfg.task == "keypoints":
-        meta["mean_shape"] = mean_shape(train_ds)
-        if all(v is None for point in meta["mean_shape"] for v in point):
-            # Masked MSE over no labels is 0: training would report a perfect "RMSE 0.00 px".
-            raise ValueError(f"{cfg.data}: no labelled keypoint in the {train_split} split, nothing to learn from")
+    label_batches = train_ds.select_columns(list(task.label_columns)).iter_batches(batch_size=4096, batch_format="numpy")
+    meta.update(task.data_meta(label_batches, cfg.data, train_split))
     if photo:
         # Annotation crops this model's input with exactly this framing (facepipe.annotate.prepare).
         meta["framing"] = {"margin": photo["framing"]["margin"], "detector": photo["detector_description"], "detector_config": photo["detector"],
@@ -412,12 +379,15 @@ def train(cfg: TrainConfig) -> TrainResult:
     train_columns = list(PHOTO_COLUMNS) if photo else columns
     # Photo sources draw shift and zoom from the detector's measured box noise instead.
     aug = {**asdict(AugmentConfig.for_task(cfg.task, **({"shift": 0.0, "scale": 0.0} if photo else {}))), **cfg.augment}
-    flip = KeypointSchema.from_names(labels).flip_permutation.tolist() if cfg.task == "keypoints" and aug["hflip"] > 0 else None
+    flip = task.flip_permutation(labels) if aug["hflip"] > 0 else None
     # Prepared here, while every CPU is free: only the fractional-CPU augmentation tasks below
     # have to share the machine with the Train workers.
     train_ds = shuffled_blocks(train_ds.select_columns(train_columns, num_cpus=DATA_TASK_CPUS), cfg.seed)
     val_ds = val_ds.select_columns(columns, num_cpus=DATA_TASK_CPUS).materialize()
-    clock = EpochClock.remote()
+    # On the driver's node, where Ray Train keeps its controller and dataset coordinators: on any
+    # other node (Ray's default placement), losing that node would fail every retry of the run.
+    clock = EpochClock.options(scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=False)).remote()
     train_aug = (
         train_ds.randomize_block_order(seed=cfg.seed)
         .map_batches(augment_train_batch, fn_kwargs={"config": aug, "flip_permutation": flip, "seed": cfg.seed, "clock": clock,
@@ -441,15 +411,21 @@ def train(cfg: TrainConfig) -> TrainResult:
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),  # our own epoch lines are the progress
-            # Printed epoch lines once, not twice (Train V2 also copies print() into its logger).
+            # Worker output once, not twice (Train V2 also copies print() into its logger).
             worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
         ),
         datasets={"train": train_aug, "val": val_ds},
         dataset_config=DataConfig(datasets_to_split=["train", "val"]),
     )
-    print(f"[{cfg.task}] training {cfg.arch} for {cfg.epochs} epochs on {cfg.num_workers} worker(s) x {cpus} CPU, "
-          f"{threads} torch threads each{', GPU' if cfg.use_gpu else ''}; run {run_dir}", flush=True)
-    result = trainer.fit()
+    log.info(f"[{cfg.task}] training {cfg.arch} for {cfg.epochs} epochs on {cfg.num_workers} worker(s) x {cpus} CPU, "
+          f"{threads} torch threads each{', GPU' if cfg.use_gpu else ''}; run {run_dir}")
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        # Ray's message lists every rank's error (~15 lines each): keep its first line, and say how to go on.
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise TrainingFailed(f"[{cfg.task}] training failed: {type(e).__name__}: {first} (details above; checkpoints in {run_dir}); after fixing the cause, "
+                             "rerun the same command with --resume to continue from the last checkpoint") from None
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as d:
@@ -476,8 +452,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     from facepipe import plots
 
     plots.training_curves(history, model_dir.parent / "training_curves.png", metric=task.primary_metric)
-    print(f"[{cfg.task}] done in {time.perf_counter() - t0:.0f} s: {task.primary_metric} {chosen.get(task.primary_metric):.4g} "
-          f"(best epoch {best['epoch']} of {state['epoch']}) -> {model_dir}", flush=True)
+    log.info(f"[{cfg.task}] done in {time.perf_counter() - t0:.0f} s: {task.primary_metric} {chosen.get(task.primary_metric):.4g} "
+          f"(best epoch {best['epoch']} of {state['epoch']}) -> {model_dir}")
     return TrainResult(model_dir, history, meta["metrics"], result.path)
 
 

@@ -7,8 +7,6 @@ import json
 import os
 import secrets
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from raynodes import free_port, processes_under, stop_head
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -93,37 +93,6 @@ def test_every_flag_is_documented(script):
 # --- a real Ray head and the real `ray job submit` CLI -------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def processes_under(marker: str) -> list[int]:
-    """PIDs whose command line mentions ``marker`` (this head's own temp dir), never other Rays."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit() and int(p.name) != os.getpid():
-            try:
-                if marker in (p / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(p.name))
-            except OSError:
-                pass
-    return pids
-
-
-def stop_head(marker: str) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in processes_under(marker):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + 10
-        while processes_under(marker) and time.time() < deadline:
-            time.sleep(0.3)
-
-
 @pytest.mark.integration
 def test_ray_job_submit_train_then_annotate(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="/tmp/fpj")  # short: Ray's socket paths must stay short
@@ -156,7 +125,7 @@ def test_ray_job_submit_train_then_annotate(tmp_path):
         meta = json.loads((out / "keypoints" / "model" / "meta.json").read_text())
         assert meta["task"] == "keypoints" and meta["trained_epochs"] == 1
 
-        from facepipe.annotate.demo import write_untrained_models
+        from untrained import write_untrained_models
 
         _, emo = write_untrained_models(tmp_path / "untrained", small_emotion=True)  # the trained keypoint model is used
         from facepipe.data.synth import write_image_folder
