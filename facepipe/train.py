@@ -14,7 +14,6 @@ import concurrent.futures
 import hashlib
 import itertools
 import json
-import logging
 import math
 import os
 import shutil

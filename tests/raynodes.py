@@ -35,10 +35,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def processes_under(marker: str) -> list[int]:
-    """PIDs whose command line, or whose environment's :data:`NODE_ENV`, names ``marker`` (one
-    node's own temp dir): that node's processes, never other Rays."""
-    pids, env_entry = [], f"{NODE_ENV}={marker}".encode()
+def processes_under(marker: str, env_var: str = NODE_ENV) -> list[int]:
+    """PIDs whose command line, or whose environment's ``env_var`` (default :data:`NODE_ENV`),
+    names ``marker`` (one node's own temp dir): that node's processes, never other Rays."""
+    pids, env_entry = [], f"{env_var}={marker}".encode()
     for p in Path("/proc").iterdir():
         if p.name.isdigit() and int(p.name) != os.getpid():
             try:
@@ -62,13 +62,13 @@ def stop_head(marker: str) -> None:
             time.sleep(0.3)
 
 
-def kill_node(marker: str, timeout: float = 20) -> list[tuple[int, str]]:
+def kill_node(marker: str, timeout: float = 20, env_var: str = NODE_ENV) -> list[tuple[int, str]]:
     """SIGKILL every process of one node at once, as a lost machine would vanish; returns what it
     killed as (pid, command line) pairs (a Ray worker's command line names its actor: ``ray::RayTrainWorker...``)."""
     killed: dict[int, str] = {}
     deadline = time.time() + timeout
     while time.time() < deadline:
-        pids = processes_under(marker)
+        pids = processes_under(marker, env_var)
         if not pids:
             return sorted(killed.items())
         for pid in pids:  # what each one was, read before any is killed
@@ -82,7 +82,7 @@ def kill_node(marker: str, timeout: float = 20) -> list[tuple[int, str]]:
             except ProcessLookupError:
                 pass
         time.sleep(0.1)
-    raise RuntimeError(f"processes of node {marker} still alive after {timeout} s: {processes_under(marker)}")
+    raise RuntimeError(f"processes of node {marker} still alive after {timeout} s: {processes_under(marker, env_var)}")
 
 
 @dataclass

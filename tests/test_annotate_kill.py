@@ -20,6 +20,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from facepipe.data.synth import write_image_folder
+from raynodes import kill_node, processes_under
 
 REPO = Path(__file__).resolve().parents[1]
 N_IMAGES = 30
@@ -34,19 +35,7 @@ def models(tmp_path_factory):
 
 def _ours(ray_tmp: str) -> list[int]:
     """Pids of processes started with our RAY_TMPDIR (the killed job's Ray), never anything else."""
-    pids = []
-    marker = f"RAY_TMPDIR={ray_tmp}".encode()
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            env = (d / "environ").read_bytes()
-            cmd = (d / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker in env.split(b"\0") or ray_tmp.encode() in cmd:
-            pids.append(int(d.name))
-    return pids
+    return processes_under(ray_tmp, env_var="RAY_TMPDIR")
 
 
 def _end_job_processes(proc: subprocess.Popen, ray_tmp: str) -> None:
@@ -54,17 +43,7 @@ def _end_job_processes(proc: subprocess.Popen, ray_tmp: str) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # the job's own session / process group
     except ProcessLookupError:
         pass
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        pids = _ours(ray_tmp)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.2)
+    kill_node(ray_tmp, timeout=20, env_var="RAY_TMPDIR")
 
 
 def _committed(out: Path):

@@ -40,20 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     return module.run(rest, prog=f"facepipe {command}")
 
 
-def run_main(name: str, get_args_parser, main, argv: list[str] | None = None, prog: str | None = None, errors: tuple = ()) -> int:
+def run_main(name: str, get_args_parser, main, argv: list[str] | None = None, prog: str | None = None,
+             errors: tuple[type[BaseException], ...] | dict[type[BaseException], int] = ()) -> int:
     """Parse ``argv`` with the command's parser (named ``prog``) and run ``main``; the exit code:
-    ``main``'s own when it returns one, 1 with a one-line reason for ``errors``, else 0."""
+    ``main``'s own when it returns one; for an exception listed in ``errors`` a one-line reason on
+    stderr and 1 (a tuple) or the code it maps to (a dict, checked in order); else 0."""
     from facepipe.logs import configure
 
+    codes = dict(errors) if isinstance(errors, dict) else dict.fromkeys(errors, 1)
     parser = get_args_parser()
     parser.prog = prog or parser.prog
     args = parser.parse_args(argv)
     configure()  # the library's progress lines, as plain lines on stdout
     try:
         result = main(args)
-    except errors as e:
-        print(f"{name}: {e}", file=sys.stderr)
-        return 1
+    except tuple(codes) as e:
+        code = next(c for t, c in codes.items() if isinstance(e, t))
+        print(f"{name}: {'error: ' if code != 1 else ''}{e}", file=sys.stderr)
+        return code
     return result if isinstance(result, int) else 0
 
 

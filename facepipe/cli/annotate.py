@@ -92,28 +92,21 @@ def detector_from_args(args: argparse.Namespace) -> DetectorConfig:
 
 def main(args: argparse.Namespace) -> int:
     from facepipe.annotate.job import annotate
-    from facepipe.annotate.writer import OutputLocked
 
     try:
         detector = detector_from_args(args)
         config = AnnotateConfig(**config_kwargs(args, AnnotateConfig), verbose=not args.quiet, local=args.local)
-    except (ValueError, TypeError) as e:  # AnnotateError is a ValueError
-        print(f"annotate: error: {e}", file=sys.stderr)
-        return 2
-    try:
-        annotate(args.input, args.output, args.keypoints_model, args.emotion_model, config, detector=detector)
-    except AnnotateError as e:
-        print(f"annotate: error: {e}", file=sys.stderr)
-        return 2
-    except OutputLocked as e:
-        print(f"annotate: error: {e}", file=sys.stderr)
-        return 3
+    except (ValueError, TypeError) as e:  # bad flag values: the same exit as any bad argument
+        raise AnnotateError(str(e)) from None
+    annotate(args.input, args.output, args.keypoints_model, args.emotion_model, config, detector=detector)
     return 0
 
 
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` (default: the command line) and run; the exit code."""
-    return run_main("annotate", get_args_parser, main, argv, prog, errors=())
+    from facepipe.annotate.writer import OutputLocked
+
+    return run_main("annotate", get_args_parser, main, argv, prog, errors={AnnotateError: 2, OutputLocked: 3})
 
 
 if __name__ == "__main__":

@@ -23,16 +23,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from facepipe.annotate.compact import compact
-    from facepipe.annotate.writer import OutputLocked
 
-    try:
-        s = compact(args.output, existing=not args.keep_deleted)
-    except FileNotFoundError as e:
-        print(f"compact: error: {e}", file=sys.stderr)
-        return 2
-    except OutputLocked as e:
-        print(f"compact: error: {e}", file=sys.stderr)
-        return 3
+    s = compact(args.output, existing=not args.keep_deleted)
     print(f"compact: {s['rows_before']} rows in {s['parts_before']} parts -> {s['rows_after']} rows of {s['files_after']} files in "
           f"{s['parts_after']} part" + (f" (finished an interrupted compaction: {s['recovered']})" if s["recovered"] else ""))
     print(json.dumps(s))
@@ -41,7 +33,9 @@ def main(args: argparse.Namespace) -> int:
 
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` (default: the command line) and run; the exit code."""
-    return run_main("compact", get_args_parser, main, argv, prog, errors=())
+    from facepipe.annotate.writer import OutputLocked
+
+    return run_main("compact", get_args_parser, main, argv, prog, errors={FileNotFoundError: 2, OutputLocked: 3})
 
 
 if __name__ == "__main__":
