@@ -46,7 +46,7 @@ LOCAL_SHUFFLE_ROWS = 4 * SHUFFLE_BLOCK_ROWS
 AUGMENT_BATCH_ROWS = 1024
 
 def _flag(help: str, **extra) -> dict:
-    """Field metadata that makes a :class:`TrainConfig` field a ``train`` flag (:mod:`facepipe.cli.flags`)."""
+    """Field metadata that makes a :class:`TrainConfig` field a ``train`` flag (:mod:`facepipe.flags`)."""
     return {"help": help, **extra}
 
 

@@ -1,6 +1,6 @@
 """The settings of an annotation run (:class:`AnnotateConfig`), one frozen dataclass.
 
-Its documented fields are the flags of ``facepipe annotate`` (:mod:`facepipe.cli.flags` reads names,
+Its documented fields are the flags of ``facepipe annotate`` (:mod:`facepipe.flags` reads names,
 types, help and defaults from them); :func:`facepipe.annotate.annotate` takes one, or keyword
 overrides of its fields. Which detector finds the faces is a config of its own
 (:mod:`facepipe.annotate.detect`).
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from facepipe.annotate.prepare import DEFAULT_MARGIN
-from facepipe.cli.flags import field_meta
+from facepipe.flags import field_meta
 
 __all__ = ["AnnotateConfig", "AnnotateError", "PLOT_CHOICES", "LOCAL_MAX_FILES"]
 

@@ -22,7 +22,7 @@ import sys
 from facepipe.annotate.config import AnnotateConfig, AnnotateError
 from facepipe.annotate.detect import DEFAULT_DETECTOR, DETECTORS, DetectorConfig, detector_config
 from facepipe.cli import run_main
-from facepipe.cli.flags import add_config_flags, config_kwargs
+from facepipe.flags import add_config_flags, config_kwargs
 
 #: The settings every detector has (one flag each, whichever detector runs).
 SHARED_DETECTOR_FIELDS = tuple(f.name for f in dataclasses.fields(DetectorConfig))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from facepipe.augment import AugmentConfig
 from facepipe.cli import run_main
-from facepipe.cli.flags import add_config_flags, config_kwargs
+from facepipe.flags import add_config_flags, config_kwargs
 from facepipe.data import CSVFormatError, detect_format
 from facepipe.tasks import TASKS
 from facepipe.train import TrainConfig, TrainingFailed

@@ -19,7 +19,7 @@ from typing import ClassVar, NamedTuple
 import cv2
 import numpy as np
 
-from facepipe.cli.flags import field_meta
+from facepipe.flags import field_meta
 
 __all__ = ["Detections", "Detector", "DetectorConfig", "LANDMARK_NAMES"]
 
@@ -41,7 +41,7 @@ class Detections(NamedTuple):
 @dataclass(frozen=True)
 class DetectorConfig:
     """The settings every detector shares; each detector's config subclasses it (a frozen dataclass
-    whose documented fields are flags of ``facepipe annotate``, see :mod:`facepipe.cli.flags`).
+    whose documented fields are flags of ``facepipe annotate``, see :mod:`facepipe.flags`).
 
     A field name means the same thing in every detector's config (they share one flag).
     """

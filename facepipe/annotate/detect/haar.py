@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from facepipe.annotate.detect.base import Detections, Detector, DetectorConfig
-from facepipe.cli.flags import field_meta
+from facepipe.flags import field_meta
 
 __all__ = ["HaarConfig", "HaarDetector", "cascade_path", "load_cascade"]
 

@@ -1,5 +1,8 @@
 """Command-line flags derived from config dataclasses: one source for names, types, help and defaults.
 
+Library configs declare their flags in field metadata (:func:`field_meta`); the commands
+(:mod:`facepipe.cli`) add them with :func:`add_config_flags`.
+
 A config field becomes a flag from its annotation and its ``metadata``:
 
 * ``help``: the help text (required: a field without it is not a flag);
