@@ -23,7 +23,7 @@ import types
 import typing
 from typing import Any
 
-__all__ = ["field_meta", "add_config_flags", "config_kwargs"]
+__all__ = ["field_meta", "add_config_flags", "config_kwargs", "per_name_default"]
 
 
 def field_meta(help: str, *, flag: str | None = None, default_text: str | None = None, choices: tuple | list | None = None,
@@ -34,6 +34,13 @@ def field_meta(help: str, *, flag: str | None = None, default_text: str | None =
         if value is not None:
             meta[key] = value
     return meta
+
+
+def per_name_default(values: dict[str, Any]) -> str:
+    """A default that depends on a choice (task, detector), as help shows it: ``"keypoints 100,
+    emotion 40"``, or the one value when every choice has the same (lists space-separated)."""
+    shown = {n: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for n, v in values.items()}
+    return next(iter(shown.values())) if len(set(shown.values())) == 1 else ", ".join(f"{n} {v}" for n, v in shown.items())
 
 
 def _base_type(annotation: Any) -> tuple[type, bool]:

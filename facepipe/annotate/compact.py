@@ -20,10 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from facepipe.annotate.state import current_view, read_parts
-from facepipe.annotate.writer import COMPACT_DIR, _fsync_dir, dataset_dir, output_lock
+from facepipe.annotate.writer import COMPACT_DIR, dataset_dir, fsync_dir, output_lock, write_part
 
 __all__ = ["compact", "finish_interrupted_compaction"]
 
@@ -50,7 +48,7 @@ def finish_interrupted_compaction(output: str | os.PathLike) -> str | None:
             os.replace(old, cur)
             done = "undone"
     if done:
-        _fsync_dir(out)
+        fsync_dir(out)
     return done
 
 
@@ -75,16 +73,10 @@ def compact(output: str | os.PathLike, existing: bool = True) -> dict:
         new = out / COMPACT_DIR
         new.mkdir()
         name = f"part-compact-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}-00000.parquet"
-        tmp = new / f".{name}.tmp"
-        with open(tmp, "wb") as f:
-            pq.write_table(keep, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, new / name)
-        _fsync_dir(new)
+        write_part(keep, new / name)
         os.replace(dataset_dir(out), out / OLD_DIR)
         os.replace(new, dataset_dir(out))
-        _fsync_dir(out)
+        fsync_dir(out)
         shutil.rmtree(out / OLD_DIR)
         files = len(set(zip(keep.column("root").to_pylist(), keep.column("path").to_pylist())))
         return {**summary, "parts_after": 1, "rows_after": keep.num_rows, "files_after": files}

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["ANNOTATIONS_DIR", "dataset_dir", "output_lock", "OutputLocked", "PartWriter", "atomic_write_bytes"]
+__all__ = ["ANNOTATIONS_DIR", "dataset_dir", "output_lock", "OutputLocked", "PartWriter", "atomic_write_bytes", "write_part", "fsync_dir"]
 
 ANNOTATIONS_DIR = "annotations"
 #: Where a compaction writes the new dataset before swapping it in (:mod:`.compact`).
@@ -62,12 +62,25 @@ def output_lock(output: str | os.PathLike):
         os.close(fd)  # closing releases the flock
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_part(table: pa.Table, final: Path) -> Path:
+    """Write ``table`` as the Parquet file ``final`` atomically: a hidden temporary (invisible to
+    readers and ``*.parquet`` globs), fsynced, renamed, the folder fsynced."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    return final
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -160,14 +173,7 @@ class PartWriter:
         ts = pa.array([now] * table.num_rows, self.schema.field("timestamp").type)
         table = table.set_column(table.schema.get_field_index("timestamp"), self.schema.field("timestamp"), ts)
         seq = len(self.parts)
-        final = self.dir / f"part-{self.run_id}-{seq:05d}.parquet"
-        tmp = self.dir / f".part-{self.run_id}-{seq:05d}.parquet.tmp"
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.dir)
+        final = write_part(table, self.dir / f"part-{self.run_id}-{seq:05d}.parquet")
         self.parts.append(final)
         self.images_committed += len(chosen)
         self.rows_committed += table.num_rows

@@ -22,7 +22,7 @@ import sys
 from facepipe.annotate.config import AnnotateConfig, AnnotateError
 from facepipe.annotate.detect import DEFAULT_DETECTOR, DETECTORS, DetectorConfig, detector_config
 from facepipe.cli import run_main
-from facepipe.flags import add_config_flags, config_kwargs
+from facepipe.flags import add_config_flags, config_kwargs, per_name_default
 
 #: The settings every detector has (one flag each, whichever detector runs).
 SHARED_DETECTOR_FIELDS = tuple(f.name for f in dataclasses.fields(DetectorConfig))
@@ -50,7 +50,7 @@ def _add_detector_flags(p: argparse.ArgumentParser) -> None:
     per_detector = {f: {n: getattr(c.Config(), f) for n, c in DETECTORS.items()} for f in SHARED_DETECTOR_FIELDS}
     differ = {f: v for f, v in per_detector.items() if len(set(v.values())) > 1}
     add_config_flags(det, DetectorConfig, defaults={f: None for f in differ},
-                     default_text={f: ", ".join(f"{n} {d}" for n, d in v.items()) for f, v in differ.items()})
+                     default_text={f: per_name_default(v) for f, v in differ.items()})
     add_config_flags(det, AnnotateConfig, only=CROP_FLAGS)
     for name, cls in DETECTORS.items():
         add_config_flags(p.add_argument_group(f"{name} detector (--detector {name})"), cls.Config, exclude=SHARED_DETECTOR_FIELDS)

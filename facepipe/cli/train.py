@@ -15,7 +15,7 @@ from pathlib import Path
 
 from facepipe.augment import AugmentConfig
 from facepipe.cli import run_main
-from facepipe.flags import add_config_flags, config_kwargs
+from facepipe.flags import add_config_flags, config_kwargs, per_name_default
 from facepipe.data import CSVFormatError, detect_format
 from facepipe.tasks import TASKS
 from facepipe.train import TrainConfig, TrainingFailed
@@ -26,9 +26,7 @@ ALL = "all"
 
 def _per_task(value_of) -> str:
     """``"keypoints 100, emotion 40"`` (or the one value when every task has the same)."""
-    values = {name: value_of(task) for name, task in TASKS.items()}
-    shown = {n: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for n, v in values.items()}
-    return next(iter(shown.values())) if len(set(shown.values())) == 1 else ", ".join(f"{n} {v}" for n, v in shown.items())
+    return per_name_default({name: value_of(task) for name, task in TASKS.items()})
 
 
 def get_args_parser() -> argparse.ArgumentParser:
