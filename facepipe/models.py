@@ -163,11 +163,38 @@ ARCHS = {
 }
 
 
+#: The ``arch`` of a model directory holding several trained networks of one task (see :func:`save_ensemble`).
+ENSEMBLE = "ensemble"
+
+
+class Ensemble(nn.Module):
+    """Member networks run on the same input; the output is their average as the task defines it
+    (``Task.average``: mean class probabilities for emotion, mean coordinates for keypoints)."""
+
+    def __init__(self, members: list[nn.Module], average):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.average = average
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.average([m(x) for m in self.members])
+
+
 def build_model(task: str, arch: str, arch_args: dict, num_outputs: int) -> nn.Module:
     """Construct an untrained ``arch`` network for ``task``; ``num_outputs`` = keypoints (K) or classes.
 
-    Weights are laid out channels-last: on CPU (oneDNN) that makes these convolutions 3-5x faster.
+    ``arch`` ``"ensemble"`` builds the networks listed in ``arch_args["members"]`` (each an
+    ``{"arch", "arch_args"}`` of the registry). Weights are laid out channels-last: on CPU
+    (oneDNN) that makes these convolutions 3-5x faster.
     """
+    if arch == ENSEMBLE:
+        from facepipe.tasks import get_task  # tasks builds on this module
+
+        members = arch_args.get("members") if isinstance(arch_args, dict) else None
+        if not members or not all(isinstance(m, dict) and m.get("arch") not in (None, ENSEMBLE) for m in members):
+            raise ValueError("an ensemble's arch_args must list its members as {'arch': <a registry name>, 'arch_args': {...}}")
+        nets = [build_model(task, m["arch"], m.get("arch_args", {}), num_outputs) for m in members]
+        return Ensemble(nets, get_task(task).average)
     fits = sorted(name for name, (t, _) in ARCHS.items() if t == task)
     if not fits:
         raise ValueError(f"unknown task {task!r}; the architectures serve {sorted({t for t, _ in ARCHS.values()})}")
@@ -285,6 +312,42 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     state = torch.load(Path(path) / WEIGHTS, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval(), meta
+
+
+#: meta.json fields that describe one trained network, kept per member in an ensemble's ``members``.
+_MEMBER_FIELDS = ("arch", "arch_args", "model_id", "num_parameters", "trained_epochs", "best_epoch", "train_config", "metrics", "created")
+#: Fields every member must share: the ensemble feeds all of them the same input.
+_SHARED_FIELDS = ("task", "input_size", "normalization", "framing")
+
+
+def save_ensemble(member_dirs: list[str | os.PathLike], output: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """One model directory that runs the trained models in ``member_dirs`` and averages them.
+
+    The members must share task, labels, input size, normalisation and framing (else ValueError
+    naming the field); the new ``meta.json`` keeps the first member's data and training facts and
+    lists every member's architecture, training settings and metrics under ``members``.
+    ``dtype`` defaults to the first member's stored weight type.
+    """
+    from facepipe.tasks import get_task
+
+    if len(member_dirs) < 2:
+        raise ValueError(f"an ensemble needs at least 2 model directories, got {len(member_dirs)}")
+    loaded = [load_model(d) for d in member_dirs]
+    first = loaded[0][1]
+    label_key = get_task(first["task"]).label_key
+    for d, (_, meta) in zip(member_dirs[1:], loaded[1:]):
+        for field in (*_SHARED_FIELDS, label_key):
+            if meta.get(field) != first.get(field):
+                raise ValueError(f"{d}: {field!r} is {meta.get(field)!r}, but {member_dirs[0]} has {first.get(field)!r}; "
+                                 "ensemble members must share it")
+    members = [{"model_dir": str(d), **{k: m[k] for k in _MEMBER_FIELDS if k in m}} for d, (_, m) in zip(member_dirs, loaded)]
+    meta = {k: v for k, v in first.items() if k not in (*_MEMBER_FIELDS, "weights_sha256", "weights_dtype")}
+    meta.update(arch=ENSEMBLE, arch_args={"members": [{"arch": m["arch"], "arch_args": m["arch_args"]} for m in members]},
+                members=members, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    model = Ensemble([net for net, _ in loaded], get_task(first["task"]).average)
+    if dtype is None and first.get("weights_dtype"):
+        dtype = getattr(torch, first["weights_dtype"])
+    return save_model_dir(output, model, meta, dtype=dtype)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -125,6 +125,13 @@ class Task:
         """Network output → what users get (float32)."""
         raise NotImplementedError
 
+    def average(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """Several networks' outputs for the same images → one output that :meth:`decode` reads
+        as their average (an ensemble): the mean output by default."""
+        import torch
+
+        return torch.stack([o.float() for o in outputs]).mean(0)
+
     def unflip(self, decoded: torch.Tensor, meta: dict, permutation: torch.Tensor | None) -> torch.Tensor:
         """Decoded outputs of a mirrored image → outputs for the original image."""
         return decoded
@@ -295,6 +302,15 @@ class EmotionTask(Task):
         import torch
 
         return torch.softmax(out.float(), dim=1)
+
+    def average(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The log of the members' mean class probabilities, so :meth:`decode` gives that mean."""
+        import math
+
+        import torch
+
+        logp = torch.stack([o.float().log_softmax(dim=1) for o in outputs])
+        return logp.logsumexp(0) - math.log(len(outputs))
 
     def output_shape(self, meta: dict) -> tuple[int, ...]:
         return (len(meta[self.label_key]),)

@@ -106,3 +106,37 @@ def test_predictor_maps_every_tta_view_back(tta):
     np.testing.assert_allclose(pred[:, 0], [[30, 40], [20, 70]], atol=0.05)
     with pytest.raises(ValueError, match="tta must be one of"):
         Predictor(_BrightestPoint(len(names)), meta, tta="ten")
+
+
+@pytest.mark.parametrize("task", ["emotion", "keypoints"])
+def test_ensemble_directory_predicts_the_members_average(tmp_path, task):
+    from untrained import write_untrained_models
+
+    from facepipe.cli import main as cli
+    from facepipe.predictor import Predictor
+
+    members = [write_untrained_models(tmp_path / f"m{seed}", small_emotion=True, seed=seed)[task == "emotion"] for seed in (1, 2)]
+    assert cli(["ensemble", *map(str, members), "--output", str(tmp_path / "ens")]) == 0
+    meta = json.loads((tmp_path / "ens" / "meta.json").read_text())
+    assert meta["arch"] == "ensemble" and [m["model_dir"] for m in meta["members"]] == list(map(str, members))
+    images = np.random.default_rng(0).integers(0, 256, (5, meta["input_size"], meta["input_size"]), dtype=np.uint8)
+    each = [Predictor.load(m, device="cpu", tta="flip")(images) for m in members]
+    both = Predictor.load(tmp_path / "ens", device="cpu", tta="flip")(images)
+    assert not np.allclose(each[0], each[1])  # the members differ, so the average is a real test
+    np.testing.assert_allclose(both, (each[0] + each[1]) / 2, rtol=1e-4, atol=1e-5)
+
+
+def test_ensemble_refuses_members_that_see_different_inputs(tmp_path, capsys):
+    from untrained import write_untrained_models
+
+    from facepipe.cli import main as cli
+
+    a = write_untrained_models(tmp_path / "a", small_emotion=True)[1]
+    b = write_untrained_models(tmp_path / "b", small_emotion=True, seed=1)[1]
+    meta = json.loads((b / "meta.json").read_text())
+    meta["normalization"]["mean"] = 0.4
+    (b / "meta.json").write_text(json.dumps(meta))
+    assert cli(["ensemble", str(a), str(b), "--output", str(tmp_path / "ens")]) == 2
+    err = capsys.readouterr().err
+    assert "'normalization'" in err and str(b) in err and not (tmp_path / "ens").exists()
+    assert cli(["ensemble", str(a), "--output", str(tmp_path / "ens")]) == 2

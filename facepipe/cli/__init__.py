@@ -4,7 +4,7 @@ entry point (for ``ray job submit``) uses.
     facepipe annotate PATH... --output OUT     facepipe predict IMAGE...
     facepipe train --task ... --data ...       facepipe evaluate --model ... --data ...
     facepipe explore --data ...                facepipe demo
-    facepipe compact OUT
+    facepipe compact OUT                       facepipe ensemble MODEL... --output DIR
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ COMMANDS = {
     "compact": "rewrite an annotate output to its current view (drop older and deleted files' rows)",
     "train": "train the keypoint and/or emotion model (Ray Train)",
     "evaluate": "evaluate a model directory on a split (metrics, reports, plots)",
+    "ensemble": "combine trained model directories of one task into one that averages them",
     "explore": "summarise and plot a Kaggle CSV",
     "demo": "the whole pipeline end to end on generated data",
 }
