@@ -51,12 +51,13 @@ class ImageDecodeError(ValueError):
 
 @dataclass(frozen=True)
 class FileEntry:
-    root: str  # label of the input root (its folder name, made unique within a run)
+    root: str  # label of the input root (its folder name, made unique within the output)
     input_root: str  # absolute path of the input root
     path: str  # POSIX path relative to the input root
     abs_path: str
     size: int
     mtime_ns: int
+    ctime_ns: int = -1  # inode change time: moves on every content write, and no tool can set it back
 
     @property
     def key(self) -> tuple[str, str]:
@@ -101,19 +102,25 @@ def real_name(text: str) -> str:
     return os.fsdecode(bytes(out))
 
 
-def root_labels(inputs: list[str | os.PathLike]) -> list[str]:
-    """One label per input: its folder's name, with ``~2``, ``~3`` ... added when two different
-    folders share a name (inputs in the same folder share its label)."""
+def root_labels(inputs: list[str | os.PathLike], known: dict[str, str] | None = None) -> list[str]:
+    """One label per input, a function of its folder's absolute path only (never of argument
+    order): the label ``known`` gives that folder (what an output already calls it), else the
+    folder's name, with ``~2``, ``~3`` ... added when another folder already has that label
+    (inputs in the same folder share its label)."""
     labels: list[str] = []
-    by_root: dict[Path, str] = {}
-    seen: dict[str, int] = {}
-    for d in inputs:
-        root = input_root(d)
+    by_root: dict[str, str] = dict(known or {})
+    taken = set(by_root.values())
+    for root in sorted({str(input_root(d)) for d in inputs}):  # new folders labelled in a fixed order
         if root not in by_root:
-            name = root.name or "root"
-            seen[name] = seen.get(name, 0) + 1
-            by_root[root] = name if seen[name] == 1 else f"{name}~{seen[name]}"
-        labels.append(by_root[root])
+            name, n = Path(root).name or "root", 1
+            label = name
+            while label in taken:
+                n += 1
+                label = f"{name}~{n}"
+            by_root[root] = label
+            taken.add(label)
+    for d in inputs:
+        labels.append(by_root[str(input_root(d))])
     return labels
 
 
@@ -122,6 +129,7 @@ def list_files(
     recursive: bool = False,
     pattern: str = "*",
     include_hidden: bool = False,
+    known_roots: dict[str, str] | None = None,
 ) -> list[FileEntry]:
     """Regular files under each input folder whose name matches ``pattern`` (fnmatch, case-sensitive),
     and each input that is a file itself (taken as named, whatever its name).
@@ -129,14 +137,17 @@ def list_files(
     Hidden files and folders (name starting with ``.``) are skipped unless ``include_hidden``.
     Symlinks to files are followed; the order is sorted by (root, path) so runs are reproducible,
     and a file reached twice (named alone and inside a named folder) is listed once.
+    ``known_roots`` (absolute folder → label) keeps the labels an output already uses
+    (:func:`root_labels`).
     """
     entries: dict[tuple[str, str], FileEntry] = {}
-    for label, d in zip(root_labels(inputs), inputs):
+    for label, d in zip(root_labels(inputs, known_roots), inputs):
         root = input_root(d)
         if Path(d).is_file():
             full = Path(d).resolve()
             st = full.stat()
-            entries[(label, full.name)] = FileEntry(label, str(root), lossless_name(full.name), str(full), int(st.st_size), int(st.st_mtime_ns))
+            entries[(label, full.name)] = FileEntry(label, str(root), lossless_name(full.name), str(full), int(st.st_size), int(st.st_mtime_ns),
+                                                  int(st.st_ctime_ns))
             continue
         if not root.is_dir():
             raise NotADirectoryError(f"input is neither a file nor a folder: {d}")
@@ -165,6 +176,7 @@ def list_files(
                     abs_path=str(full),
                     size=int(st.st_size) if st else -1,
                     mtime_ns=int(st.st_mtime_ns) if st else -1,
+                    ctime_ns=int(st.st_ctime_ns) if st else -1,
                 )
     return sorted(entries.values(), key=lambda e: (e.root, e.path))
 

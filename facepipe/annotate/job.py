@@ -4,7 +4,7 @@ atomic Parquet parts → annotated images and summary plots → ``summary.json``
 Output folder layout::
 
     OUT/annotations/part-<run_id>-<seq>.parquet   the dataset (schema: facepipe.annotate.schema)
-    OUT/plots/<root>/<path>[.jpg]                 annotated copies (--plots all | sample)
+    OUT/plots/<root>/<path>.jpg                   annotated copies (--plots all | sample)
     OUT/summary_emotions.png, summary_faces_per_image.png, summary_status.png
     OUT/summary.json                              this run and the whole dataset in numbers
     OUT/.annotate.lock                            held while a run writes
@@ -39,10 +39,10 @@ from facepipe.annotate.detect import DetectorConfig, detector_config, get_detect
 from facepipe.annotate.infer import Annotator, default_model, load_models_meta
 from facepipe.annotate.io import list_files, real_name
 from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
-from facepipe.annotate.render import render_batch
+from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, keypoint_columns, rows_to_table
-from facepipe.annotate.state import load_state, read_annotations, read_parts
-from facepipe.annotate.writer import PartWriter, atomic_write_bytes, dataset_dir, output_lock
+from facepipe.annotate.state import current_view, load_state, read_annotations, read_parts
+from facepipe.annotate.writer import OutputFull, PartWriter, atomic_write_bytes, dataset_dir, out_of_space, output_lock, remove_temporaries
 
 __all__ = ["annotate", "AnnotateConfig", "AnnotateError", "PLOT_CHOICES", "LOCAL_MAX_FILES"]
 
@@ -163,11 +163,34 @@ def annotate(
     if note:
         log(note)
 
+    try:
+        summary = _locked_run(run, cfg, inputs, output, t_start)
+    except OSError as e:
+        if out_of_space(e):
+            raise OutputFull(f"no space left on the device of {output} (writing {getattr(e, 'filename', None) or 'the output'}): "
+                             "every committed part is kept; free space and run again to finish") from None
+        raise
+    r = summary["run"]
+    log(
+        f"annotate: done in {r['seconds']:.1f} s: {r['annotated']} new images ({r['ok']} ok, {r['no_face']} no_face, {r['error']} error; "
+        f"{r['faces']} faces) at {r['img_s']:.1f} img/s, {r['already_done']} already done, "
+        + (f"{r['error_repeated']} failed again as before (not written again), " if r["error_repeated"] else "")
+        + f"{r['parts_written']} parts; "
+        f"dataset {summary['dataset']['images']} images -> {output}"
+    )
+    return summary
+
+
+def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path, t_start: float) -> dict:
+    """List, skip what is done, annotate, plot and write ``summary.json``, holding the output's lock."""
+    log, det = run.log, run.det
     with output_lock(output):
+        for folder in (output / PLOTS_DIR, dataset_dir(output)):  # what a killed run left half-written
+            remove_temporaries(folder)
         state = load_state(output, run.kp_id, run.em_id, detector=det.describe())
-        entries = [e for e in list_files(inputs, recursive=cfg.recursive, pattern=cfg.glob, include_hidden=cfg.include_hidden)
+        entries = [e for e in list_files(inputs, recursive=cfg.recursive, pattern=cfg.glob, include_hidden=cfg.include_hidden, known_roots=state.roots)
                    if not _written_by_us(e.abs_path, output)]
-        todo = [e for e in entries if not state.done_by_stat(e.root, e.path, e.size, e.mtime_ns)]
+        todo = [e for e in entries if not state.done_by_stat(e.root, e.path, e.size, e.mtime_ns, e.ctime_ns)]
         done_unchanged = len(entries) - len(todo)
         if cfg.limit is not None:
             todo = todo[: cfg.limit]
@@ -179,16 +202,10 @@ def annotate(
         if todo:
             _run_pipeline(run, cfg, todo, state, writer)
         pipeline_s = time.perf_counter() - t_pipe
-        plot_files = _plots(run, cfg, new_rows=writer.images_committed > 0)
+        plot_files = _plots(run, cfg)
         summary = _summary(run, cfg, entries, done_unchanged, todo, writer, pipeline_s, time.perf_counter() - t_start, plot_files)
         summary["run"]["executor"] = "in-process" if run.local else "ray"
         atomic_write_bytes(output / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    r = summary["run"]
-    log(
-        f"annotate: done in {r['seconds']:.1f} s: {r['annotated']} new images ({r['ok']} ok, {r['no_face']} no_face, {r['error']} error; "
-        f"{r['faces']} faces) at {r['img_s']:.1f} img/s, {r['already_done']} already done, {r['parts_written']} parts; "
-        f"dataset {summary['dataset']['images']} images -> {output}"
-    )
     return summary
 
 
@@ -224,7 +241,7 @@ def _run_pipeline(run: _Run, cfg: AnnotateConfig, todo, state, writer) -> None:
         for e in todo
     ]
     batches = _local_batches(records, run, cfg) if run.local else _ray_batches(records, run, cfg)
-    _consume(batches, len(todo), writer, run)
+    _consume(batches, len(todo), writer, run, state)
 
 
 def _ray_batches(records: list[dict], run: _Run, cfg: AnnotateConfig):
@@ -261,8 +278,11 @@ def _ray_batches(records: list[dict], run: _Run, cfg: AnnotateConfig):
     return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
 
 
-def _consume(batches, total: int, writer: PartWriter, run: _Run) -> None:
-    """Count, convert and commit annotated batches as they arrive (complete images per part file)."""
+def _consume(batches, total: int, writer: PartWriter, run: _Run, state) -> None:
+    """Count, convert and commit annotated batches as they arrive (complete images per part file).
+
+    Not written: ``skipped`` rows (same content as the file's done rows) and errors that repeat
+    the file's latest error row exactly (:meth:`State.repeats_error`)."""
     counts, timings, marks, log = run.counts, run.timings, run.marks, run.log
     detector = run.det.describe()
     t0 = time.perf_counter()
@@ -271,14 +291,17 @@ def _consume(batches, total: int, writer: PartWriter, run: _Run) -> None:
         for batch in batches:
             if "first_result" not in marks:
                 marks["first_result"] = time.perf_counter() - t0
-            status = np.asarray(batch["status"]).astype(str)
+            status = np.asarray(batch["status"]).astype(str).astype(object)  # room for "error_repeated"
+            for i in np.flatnonzero(status == "error"):
+                if state.repeats_error(batch["root"][i], batch["path"][i], batch["sha256"][i], batch["error"][i]):
+                    status[i] = "error_repeated"
             first = (status != "ok") | (np.asarray(batch["face_index"]) == 0)
             for st in status[first]:
                 counts[st] += 1
             counts["faces"] += int((status == "ok").sum())
             for t in _TIMINGS:
                 timings[t] += float(np.sum(batch[t]))
-            keep = status != "skipped"
+            keep = (status != "skipped") & (status != "error_repeated")
             if not keep.all():
                 batch = {k: v[keep] for k, v in batch.items()}
             if len(batch["status"]):
@@ -288,7 +311,7 @@ def _consume(batches, total: int, writer: PartWriter, run: _Run) -> None:
                 committed = writer.maybe_commit()
             now = time.perf_counter()
             if committed or now - last_log >= 10:
-                done = sum(counts[s] for s in ("ok", "no_face", "error", "skipped"))
+                done = sum(counts[s] for s in ("ok", "no_face", "error", "error_repeated", "skipped"))
                 log(
                     f"annotate: {done}/{total} images (ok {counts['ok']}, no_face {counts['no_face']}, error {counts['error']}), "
                     f"{writer.images_committed} committed in {len(writer.parts)} parts, {done / max(now - t0, 1e-9):.1f} img/s"
@@ -318,30 +341,51 @@ def _faces_json(group, kp_cols) -> str:
     return json.dumps(faces)
 
 
-def _plots(run: _Run, cfg: AnnotateConfig, new_rows: bool) -> list[str]:
-    """Annotated copies of this run's images (all or a sample); their paths relative to OUT."""
-    if cfg.plots == "none" or not new_rows:
-        return []
+def _plot_items(run: _Run, cfg: AnnotateConfig) -> list[dict]:
+    """What to draw: ``sample``, a sample of this run's images; ``all``, this run's images and every
+    image of the current view whose plot is missing (a plot stage that failed or was killed is
+    made good by the next run)."""
     import pyarrow.compute as pc
 
-    output, plots, plot_samples = run.output, cfg.plots, cfg.plot_samples
-    kp_cols = keypoint_columns(run.kp_meta["keypoint_names"])
-    cols = ["root", "path", "input_root", "status", "face_index", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "emotion", "emotion_confidence"] + [c for pair in kp_cols for c in pair]
-    t = read_parts(output, columns=cols, filter=(pc.field("run_id") == run.run_id) & (pc.field("status") != "error"))
-    if t is None or t.num_rows == 0:
+    output = run.output
+    light = read_parts(output, columns=["root", "path", "input_root", "timestamp", "run_id", "status"])
+    if light is None:
         return []
+    view = current_view(light).filter(pc.field("status") != "error").to_pandas().drop_duplicates(["root", "path"])
+    mine = view["run_id"] == run.run_id
+    if cfg.plots == "sample":
+        want = view[mine].sort_values(["root", "path"])
+        if len(want) > cfg.plot_samples:
+            want = want.iloc[np.linspace(0, len(want) - 1, cfg.plot_samples).round().astype(int)] if cfg.plot_samples else want.iloc[:0]
+    else:
+        missing = [not plot_path(output, r, p).exists() for r, p in zip(view["root"], view["path"])]
+        want = view[mine | np.array(missing, dtype=bool)].sort_values(["root", "path"])
+    if not len(want):
+        return []
+    wanted = set(zip(want["root"], want["path"], want["run_id"]))
+    kp_cols = keypoint_columns(run.kp_meta["keypoint_names"])
+    cols = ["root", "path", "input_root", "run_id", "status", "face_index", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "emotion", "emotion_confidence"]
+    t = read_parts(output, columns=cols + [c for pair in kp_cols for c in pair],
+                   filter=pc.field("run_id").isin(sorted({w[2] for w in wanted})) & (pc.field("status") != "error"))
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in t.to_pylist():
-        groups.setdefault((r["root"], r["path"]), []).append(r)
-    keys = sorted(groups)
-    if plots == "sample" and len(keys) > plot_samples:
-        keys = [keys[i] for i in np.linspace(0, len(keys) - 1, plot_samples).round().astype(int)] if plot_samples else []
-    if not keys:
-        return []
-    items = [
-        {"abs_path": os.path.join(groups[k][0]["input_root"], real_name(k[1])), "root": k[0], "path": k[1], "status": groups[k][0]["status"], "faces_json": _faces_json(groups[k], kp_cols)}
-        for k in keys
+        if (r["root"], r["path"], r["run_id"]) in wanted:
+            groups.setdefault((r["root"], r["path"]), []).append(r)
+    return [
+        {"abs_path": os.path.join(g[0]["input_root"], real_name(k[1])), "root": k[0], "path": k[1], "status": g[0]["status"],
+         "faces_json": _faces_json(g, kp_cols)}
+        for k, g in sorted(groups.items())
     ]
+
+
+def _plots(run: _Run, cfg: AnnotateConfig) -> list[str]:
+    """Annotated copies (see :func:`_plot_items`); their paths relative to OUT."""
+    if cfg.plots == "none":
+        return []
+    output = run.output
+    items = _plot_items(run, cfg)
+    if not items:
+        return []
     if run.local:
         batches = (render_batch({k: np.array([it[k] for it in items[i : i + 8]], dtype=object) for k in items[0]}, output=str(output))
                    for i in range(0, len(items), 8))
@@ -359,7 +403,7 @@ def _plots(run: _Run, cfg: AnnotateConfig, new_rows: bool) -> list[str]:
         written += [w for w in batch["written"] if w]
         failed += [e for e in batch["error"] if e]
     if failed:
-        run.log(f"annotate: {len(failed)} plots failed, e.g. {failed[0]}")
+        run.log(f"annotate: {len(failed)} plots failed (the next run with --plots all draws them), e.g. {failed[0]}")
     return sorted(os.path.relpath(w, output) for w in written)
 
 
@@ -387,6 +431,7 @@ def _summary(run: _Run, cfg: AnnotateConfig, entries, done_unchanged: int, todo,
             "listed": len(entries),
             "already_done": done_unchanged,
             "skipped_same_content": counts["skipped"],
+            "error_repeated": counts["error_repeated"],
             "annotated": annotated,
             "left_by_limit": len(entries) - done_unchanged - len(todo),
             "ok": counts["ok"],

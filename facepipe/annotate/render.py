@@ -1,8 +1,8 @@
 """Annotated copies of images (box, keypoints, emotion label and confidence), drawn with OpenCV.
 
 :func:`draw` works on one decoded image; :func:`render_batch` is the Ray Data function that
-re-reads files and writes ``OUT/plots/<root>/<path>`` (mirroring the input tree; ``.jpg`` added
-unless the name already ends in ``.jpg``/``.jpeg``). Summary bar charts use
+re-reads files and writes ``OUT/plots/<root>/<path>.jpg`` (mirroring the input tree,
+:func:`plot_path`). Summary bar charts use
 ``facepipe.plots.bar_counts``.
 """
 from __future__ import annotations
@@ -26,9 +26,24 @@ _POINT = (40, 40, 255)
 _TEXT_BG = (30, 30, 30)
 
 
+#: Longest file name (bytes) most file systems take (Linux NAME_MAX).
+NAME_MAX = 255
+PLOT_SUFFIX = ".jpg"
+
+
 def plot_path(output: str | os.PathLike, root: str, path: str) -> Path:
-    name = path if path.lower().endswith((".jpg", ".jpeg")) else path + ".jpg"
-    return Path(output) / PLOTS_DIR / root / name
+    """``OUT/plots/<root>/<path>.jpg``: the suffix is always added, so two inputs never share a
+    plot (``a.png`` and ``a.png.jpg`` become ``a.png.jpg`` and ``a.png.jpg.jpg``). A name that
+    would pass NAME_MAX is cut and keeps a hash of the whole name, so it stays unique."""
+    import hashlib
+
+    folder, _, name = path.rpartition("/")
+    name += PLOT_SUFFIX
+    if len(os.fsencode(name)) > NAME_MAX:
+        digest = "~" + hashlib.sha256(os.fsencode(path)).hexdigest()[:16] + PLOT_SUFFIX
+        keep = os.fsencode(name)[: NAME_MAX - len(digest) - 32]  # room left for the writer's temporary name
+        name = keep.decode("utf-8", "ignore") + digest
+    return Path(output) / PLOTS_DIR / root / folder / name
 
 
 def _label(img: np.ndarray, text: str, x: int, y: int, scale: float, color=(255, 255, 255)) -> None:

@@ -1,16 +1,23 @@
 """Incremental state: what an output folder already holds, read from its committed Parquet parts.
 
-An image is done for a pair of models and a detector when a committed row has its (root, path), the
-models' ids, the detector's description and its content hash. Reruns skip done files in two steps:
+An image is done for a pair of models and a detector when the most recent committed rows of its
+(root, path) for them are ``ok`` or ``no_face``. Reruns skip done files in two steps:
 
-1. on the driver, without reading the file: same (root, path, size, mtime) as a done row;
-2. in the pipeline, after hashing: same sha256 as a done row of that (root, path) (a file that was
-   touched or copied back unchanged), emitted as ``skipped`` and not written again.
+1. on the driver, without reading the file: same (root, path, size, mtime) as those rows, and an
+   inode change time (ctime) older than their commit. Every content write moves ctime and no tool
+   can set it back, so a change that keeps size and mtime (``touch -d``, ``cp -p``) is still seen;
+   a file whose ctime moved for another reason (chmod, a copied tree) is only hashed again:
+2. in the pipeline, after hashing: the same sha256 as those rows (touched or copied back unchanged),
+   emitted as ``skipped`` and not written again.
 
 A changed file (new content) is annotated again and gets new rows; :func:`read_annotations` with
-``latest=True`` keeps, for each file, only the rows of its most recent annotation. Files that could
-not be read at all (``error`` rows without a hash, e.g. permission denied) are retried by every
-run, so they can have one error row per run until they become readable.
+``latest=True`` keeps, for each file, only the rows of its most recent annotation. ``error`` rows
+never make a file done: every run tries the file again (a missing codec installed, permissions
+fixed), and when it fails exactly as its latest row says (same content hash, same reason) no new
+row is written, so a file that stays broken keeps one error row, not one per run.
+
+Input folders get their ``root`` label once per output (:meth:`State.roots`, absolute folder →
+label): two folders of the same name never share one, whatever order the inputs come in.
 """
 from __future__ import annotations
 
@@ -26,21 +33,33 @@ from facepipe.annotate.writer import COMPACT_DIR, dataset_dir
 
 __all__ = ["State", "load_state", "read_parts", "read_annotations", "current_view"]
 
-_STATE_COLUMNS = ["root", "path", "sha256", "file_size", "file_mtime_ns", "keypoints_model_id", "emotion_model_id", "status"]
+_STATE_COLUMNS = ["root", "path", "timestamp", "sha256", "file_size", "file_mtime_ns", "status", "error"]
 
 
 @dataclass
 class State:
-    by_stat: set[tuple[str, str, int, int]] = field(default_factory=set)
-    shas: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    #: (root, path) → (size, mtime_ns, commit time ns) of the latest done annotation.
+    by_stat: dict[tuple[str, str], tuple[int, int, int]] = field(default_factory=dict)
+    #: (root, path) → sha256 of the latest done annotation.
+    shas: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (root, path) → (sha256 or "", reason) of a latest annotation that is an error.
+    errors: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    #: absolute input folder → its root label in this output.
+    roots: dict[str, str] = field(default_factory=dict)
     rows: int = 0
     images: int = 0
 
-    def done_by_stat(self, root: str, path: str, size: int, mtime_ns: int) -> bool:
-        return (root, path, int(size), int(mtime_ns)) in self.by_stat
+    def done_by_stat(self, root: str, path: str, size: int, mtime_ns: int, ctime_ns: int = -1) -> bool:
+        """Whether the file is done, from its stat alone (``ctime_ns`` -1: unknown, not compared)."""
+        got = self.by_stat.get((root, path))
+        return got is not None and got[:2] == (int(size), int(mtime_ns)) and int(ctime_ns) < got[2]
 
     def done_shas(self, root: str, path: str) -> str:
-        return ",".join(sorted(self.shas.get((root, path), ())))
+        return self.shas.get((root, path), "")
+
+    def repeats_error(self, root: str, path: str, sha: str | None, error: str | None) -> bool:
+        """Whether an error result is what the file's latest rows already say (not written again)."""
+        return self.errors.get((root, path)) == (sha if isinstance(sha, str) else "", error if isinstance(error, str) else "")
 
 
 def _dataset(output: str | os.PathLike) -> pads.Dataset | None:
@@ -65,6 +84,12 @@ def load_state(output: str | os.PathLike, keypoints_model_id: str, emotion_model
     """What ``output`` holds for these models and, when given, this detector (its ``describe()``):
     another detector, or other settings of it, finds other faces, so its rows do not count as done."""
     state = State()
+    labels = read_parts(output, columns=["input_root", "root", "timestamp"])
+    if labels is None or labels.num_rows == 0:
+        return state
+    first = labels.group_by(["input_root", "root"]).aggregate([("timestamp", "min")]).sort_by("timestamp_min")
+    for folder, label in zip(first.column("input_root").to_pylist(), first.column("root").to_pylist()):
+        state.roots.setdefault(folder, label)  # the label a folder got first (older outputs may hold two)
     done = (pc.field("keypoints_model_id") == keypoints_model_id) & (pc.field("emotion_model_id") == emotion_model_id)
     if detector is not None:
         done = done & (pc.field("detector") == detector)
@@ -72,24 +97,21 @@ def load_state(output: str | os.PathLike, keypoints_model_id: str, emotion_model
     if t is None or t.num_rows == 0:
         return state
     state.rows = t.num_rows
-    seen: set[tuple[str, str, str | None]] = set()
-    for root, path, sha, size, mtime in zip(
-        t.column("root").to_pylist(),
-        t.column("path").to_pylist(),
-        t.column("sha256").to_pylist(),
-        t.column("file_size").to_pylist(),
-        t.column("file_mtime_ns").to_pylist(),
+    # One row per file: its latest annotation (an image's rows share their commit time).
+    # integer_object_nulls: int64 sizes and ns times stay exact ints beside nulls (not float64)
+    latest = t.sort_by([("timestamp", "descending")]).to_pandas(integer_object_nulls=True).drop_duplicates(["root", "path"], keep="first")
+    for root, path, ts, sha, size, mtime, status, error in zip(
+        latest["root"], latest["path"], latest["timestamp"], latest["sha256"], latest["file_size"], latest["file_mtime_ns"],
+        latest["status"], latest["error"],
     ):
-        if not sha:  # could not be read at all (e.g. permissions): retried by every run
+        sha = sha if isinstance(sha, str) else ""
+        if status == "error":
+            state.errors[(root, path)] = (sha, error if isinstance(error, str) else "")
             continue
-        key = (root, path, sha)
-        if key in seen:
-            continue
-        seen.add(key)
+        state.images += 1
+        state.shas[(root, path)] = sha
         if size is not None and mtime is not None:
-            state.by_stat.add((root, path, int(size), int(mtime)))
-        state.shas.setdefault((root, path), set()).add(sha)
-    state.images = len(seen)
+            state.by_stat[(root, path)] = (int(size), int(mtime), int(ts.value))
     return state
 
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["ANNOTATIONS_DIR", "dataset_dir", "output_lock", "OutputLocked", "PartWriter", "atomic_write_bytes", "write_part", "fsync_dir"]
+__all__ = ["ANNOTATIONS_DIR", "dataset_dir", "output_lock", "OutputLocked", "OutputFull", "out_of_space", "PartWriter", "atomic_write_bytes", "remove_temporaries", "write_part", "fsync_dir"]
 
 ANNOTATIONS_DIR = "annotations"
 #: Where a compaction writes the new dataset before swapping it in (:mod:`.compact`).
@@ -39,6 +39,17 @@ LOCK_NAME = ".annotate.lock"
 
 class OutputLocked(RuntimeError):
     """Another run holds the output folder's lock."""
+
+
+class OutputFull(RuntimeError):
+    """The output folder's file system is full (or over quota): nothing committed is lost."""
+
+
+def out_of_space(e: BaseException) -> bool:
+    """Whether ``e`` is a write that failed for lack of space (pyarrow's errors may carry only the text)."""
+    import errno
+
+    return isinstance(e, OSError) and (e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e))
 
 
 def dataset_dir(output: str | os.PathLike) -> Path:
@@ -84,14 +95,39 @@ def write_part(table: pa.Table, final: Path) -> Path:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write a small file (summary.json, a plot) via a temporary name and ``os.replace``."""
+    """Write a small file (summary.json, a plot) via a temporary name and ``os.replace``: a reader
+    sees the old file or the new one, never a part. The temporary (``.tmp-<hex>``, short whatever
+    the final name's length) is removed when the write fails; a killed writer's is removed by
+    :func:`remove_temporaries`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
+
+
+TMP_PREFIX = ".tmp-"
+
+
+def remove_temporaries(folder: str | os.PathLike) -> int:
+    """Delete temporaries that killed writers left under ``folder`` (call under the output lock,
+    when no writer runs); how many."""
+    removed = 0
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            # also the names of earlier versions: ".<name>.<hex>.tmp"
+            if name.startswith(TMP_PREFIX) or (name.startswith(".") and name.endswith(".tmp")):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+    return removed
 
 
 class PartWriter:

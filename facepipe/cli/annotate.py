@@ -6,12 +6,13 @@ Reruns annotate only new or changed files (same content and models are skipped);
 loses nothing already committed and its rerun finishes the rest without duplicates.
 
 Output: OUT/annotations/part-*.parquet (schema: facepipe/annotate/schema.py), OUT/plots/<input
-folder name>/<path> (annotated copies), OUT/summary_*.png, OUT/summary.json.
+folder name>/<path>.jpg (annotated copies), OUT/summary_*.png, OUT/summary.json.
 
 Faces are found by --detector (haar, the default, or mtcnn), each with its own settings below.
 Starts a local Ray unless RAY_ADDRESS is set (e.g. under `ray job submit --working-dir .`).
 Exit codes: 0 done (also when no face was found anywhere), 2 bad arguments or inputs (one-line
-reason on stderr), 3 another run is writing to OUT, 1 unexpected failure.
+reason on stderr), 3 another run is writing to OUT, 4 OUT's disk is full (committed parts are
+kept; free space and rerun), 1 unexpected failure.
 """
 from __future__ import annotations
 
@@ -104,9 +105,9 @@ def main(args: argparse.Namespace) -> int:
 
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` (default: the command line) and run; the exit code."""
-    from facepipe.annotate.writer import OutputLocked
+    from facepipe.annotate.writer import OutputFull, OutputLocked
 
-    return run_main("annotate", get_args_parser, main, argv, prog, errors={AnnotateError: 2, OutputLocked: 3})
+    return run_main("annotate", get_args_parser, main, argv, prog, errors={AnnotateError: 2, OutputLocked: 3, OutputFull: 4})
 
 
 if __name__ == "__main__":
