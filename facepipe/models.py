@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -305,12 +306,30 @@ def save_model_dir(path: str | os.PathLike, model: nn.Module, meta: dict, dtype:
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Build the network described by ``meta.json`` and load its weights (no pickled code)."""
+    """Build the network described by ``meta.json`` and load its weights (no pickled code).
+
+    ValueError, one line naming the file, when meta.json describes no network facepipe has, when
+    ``weights.pt`` is not a plain state dict, or when its tensors do not fit that network (another
+    class or point count, another architecture)."""
+    path = Path(path)
     meta = read_meta(path)
-    labels = meta.get("keypoint_names") or meta.get("class_names")
-    model = build_model(meta["task"], meta["arch"], meta["arch_args"], len(labels))
-    state = torch.load(Path(path) / WEIGHTS, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    labels = meta.get("keypoint_names") or meta.get("class_names") or []
+    try:
+        model = build_model(meta["task"], meta["arch"], meta["arch_args"], len(labels))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path / META}: describes no network facepipe can build ({type(e).__name__}: {e})") from None
+    try:
+        with warnings.catch_warnings():  # torch warns about an odd pickle before refusing it: the error says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch's text would suggest weights_only=False, which runs pickled code
+        raise ValueError(f"{path / WEIGHTS}: not a plain state dict of tensors, refused ({type(e).__name__})") from None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
+        raise ValueError(f"{path / WEIGHTS}: does not fit the network {path / META} describes ({detail[:300]})") from None
     return model.to(device).eval(), meta
 
 

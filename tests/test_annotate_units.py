@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,7 +22,7 @@ from facepipe.annotate.io import ImageDecodeError, decode_image, exif_orientatio
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, rows_to_table
 from facepipe.annotate.writer import OutputLocked, PartWriter, output_lock
 from facepipe.data.schema import EMOTIONS, KeypointSchema
-from facepipe.data.synth import render_photos
+from facepipe.data.synth import render_photos, write_image_folder
 
 
 def _pil_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -444,6 +445,20 @@ def test_a_symlink_loop_is_an_input_that_cannot_be_read(tmp_path, face):
     assert out["status"][0] == "error" and "cannot read file" in out["error"][0]
 
 
+def _pickled_code(meta: dict, d: Path) -> None:
+    """weights.pt as a pickle that would run code when loaded without weights_only (meta.json's hash updated)."""
+    import hashlib
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch /tmp/facepipe-pwned",))
+
+    data = pickle.dumps({"x": Evil()})
+    (d / "weights.pt").write_bytes(data)
+    (d / "meta.json").write_text(json.dumps({**meta, "weights_sha256": hashlib.sha256(data).hexdigest()}))
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -453,6 +468,12 @@ def test_a_symlink_loop_is_an_input_that_cannot_be_read(tmp_path, face):
         (lambda meta, d: (d / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "keypoint_names"})), "'keypoint_names' is missing"),
         (lambda meta, d: (d / "weights.pt").write_bytes((d / "weights.pt").read_bytes()[:-100]), "sha256 is not the weights_sha256"),
         (lambda meta, d: (d / "weights.pt").unlink(), "no weights.pt"),
+        (lambda meta, d: (d / "meta.json").write_text(json.dumps({**meta, "keypoint_names": meta["keypoint_names"][:10]})),
+         "weights.pt: does not fit the network"),
+        (lambda meta, d: (d / "meta.json").write_text(json.dumps({**meta, "arch_args": {**meta["arch_args"], "width": 8}})),
+         "weights.pt: does not fit the network"),
+        (lambda meta, d: _pickled_code(meta, d), "weights.pt: not a plain state dict of tensors, refused"),
+        (lambda meta, d: (d / "meta.json").write_text(json.dumps({**meta, "arch": "resnet9"})), "describes no network"),
     ],
 )
 def test_a_broken_model_directory_is_one_line_before_any_work(models, tmp_path, edit, message):
@@ -463,9 +484,11 @@ def test_a_broken_model_directory_is_one_line_before_any_work(models, tmp_path, 
     shutil.copytree(kp_dir, broken)
     edit(json.loads((kp_dir / "meta.json").read_text()), broken)
     (tmp_path / "in").mkdir()
-    with pytest.raises(AnnotateError, match=message):
+    write_image_folder(tmp_path / "in", 1)
+    with pytest.raises(AnnotateError, match=message) as raised:
         annotate(tmp_path / "in", tmp_path / "out", broken, em_dir, local=True)
-    assert not (tmp_path / "out" / "annotations").exists()
+    assert "\n" not in str(raised.value) and not (tmp_path / "out" / "annotations").exists()
+    assert not os.path.exists("/tmp/facepipe-pwned")
 
 
 def test_annotation_predict_and_evaluation_share_one_predictor(models, face, tmp_path):
