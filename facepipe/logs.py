@@ -4,7 +4,9 @@ decides what shows. The commands (:mod:`facepipe.cli`) and Ray Train workers cal
 a program that imports the library keeps its own logging set-up."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 
 ROOT = "facepipe"
@@ -25,3 +27,35 @@ def configure(level: int = logging.INFO) -> None:
         root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False  # the lines are printed once, not again by a root handler
+
+
+def eta(done: float, total: float, elapsed_s: float) -> str:
+    """``"ETA 3m20s"`` for ``done`` of ``total`` units after ``elapsed_s`` seconds (at the rate so far); "" before any unit."""
+    if done <= 0 or elapsed_s <= 0:
+        return ""
+    left = max(0.0, (total - done) * elapsed_s / done)
+    m, s = divmod(int(round(left)), 60)
+    h, m = divmod(m, 60)
+    return "ETA " + (f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: str | os.PathLike):
+    """Send what native code writes to file descriptor 2 (Ray's C++ core worker logs its own
+    warnings there, at error level) into the file ``path``, while Python's ``sys.stderr`` (the
+    commands' one-line errors, tracebacks) still reaches the terminal. For ``--quiet``."""
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    old = sys.stderr
+    try:
+        with open(path, "ab") as f:
+            os.dup2(f.fileno(), 2)
+        sys.stderr = open(os.dup(terminal), "w", buffering=1, encoding=old.encoding, errors="backslashreplace")
+        yield
+    finally:
+        if sys.stderr is not old:
+            sys.stderr.flush()
+            sys.stderr.close()
+        sys.stderr = old
+        os.dup2(terminal, 2)
+        os.close(terminal)

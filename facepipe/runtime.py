@@ -8,13 +8,22 @@ import ray
 
 from facepipe.ray_compat import EMBEDDED_SYSTEM_CONFIG
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, progress: bool = False) -> dict:
+#: Ray's own Python warnings that every run would print and no user can act on: that token
+#: authentication is on (it is, as it should be), and that Ray Data's progress bars are off (we
+#: turned them off, for the job's own progress lines). Shown again with ``progress``.
+_NOISE_LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, progress: bool = False, quiet: bool = False) -> dict:
     """Connect to Ray and return its resources.
 
     Order: an explicit ``address``, then ``RAY_ADDRESS`` (set by ``ray job submit`` and on cluster
     nodes), else an embedded single-node Ray on this machine. Ray's own logging and Ray Data's
-    progress bars stay quiet unless ``progress`` is set, so a job's own progress lines stay readable.
+    progress bars stay quiet unless ``progress`` is set, so a job's own progress lines stay readable;
+    ``quiet`` also keeps the workers' lines in Ray's log files instead of forwarding them here.
     """
+    for name in _NOISE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if progress else logging.ERROR)
     if not ray.is_initialized():
         if not progress:
             # Read by the driver when it prints worker lines (no ANSI colour codes in job logs) and,
@@ -23,7 +32,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, progress: 
             os.environ.setdefault("RAY_COLOR_PREFIX", "0")
             os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
         address = address or os.environ.get("RAY_ADDRESS") or None
-        kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": True}
+        kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": not quiet}
         if address:
             ray.init(address=address, **kwargs)
         else:

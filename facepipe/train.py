@@ -30,7 +30,7 @@ from facepipe import models
 from facepipe.augment import AugmentConfig
 from facepipe.data.kaggle import FER, FER_FRAME_MARGIN
 from facepipe.data.ray_datasets import DATA_TASK_CPUS, FER_TRAIN, FER_VAL, PHOTO_COLUMNS, EpochClock, augment_train_batch, load_splits
-from facepipe.logs import configure as configure_logging, get_logger
+from facepipe.logs import configure as configure_logging, eta, get_logger
 from facepipe.ray_compat import quiet_train_report_logs, without_resource_budget_backpressure
 from facepipe.tasks import add_sums, get_task
 
@@ -261,7 +261,9 @@ def train_loop_per_worker(config: dict) -> None:
             best = {"epoch": epoch, "value": value, "model": {k: v.detach().cpu().clone() for k, v in models.unwrap(model).state_dict().items()}}
         if rank == 0:
             shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items() if k != "epoch")
-            log.info(f"[{config['task']}] epoch {epoch}/{config['epochs']} {shown}")
+            ran = [h["seconds"] for h in history[len(history) - (epoch - start_epoch + 1):]]  # this process's epochs
+            left = eta(len(ran), len(ran) + config["epochs"] - epoch, sum(ran))
+            log.info(f"[{config['task']}] epoch {epoch}/{config['epochs']} {shown}" + (f", {left}" if epoch < config["epochs"] else ""))
 
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
@@ -433,13 +435,15 @@ def train(cfg: TrainConfig) -> TrainResult:
     history = list(state["history"])
     best = state.get("best") or {"epoch": state["epoch"], "model": state["model"]}
     model.load_state_dict(best["model"])
+    from facepipe.data.synth import is_generated
+
     chosen = next(h for h in history if h["epoch"] == best["epoch"])
     meta.update({
         "trained_epochs": state["epoch"],
         "best_epoch": best["epoch"],
         "train_config": public,
         "augment": aug,
-        "data": {"file": os.path.basename(cfg.data), "bytes": os.path.getsize(cfg.data), "sha256": file_sha256(cfg.data),
+        "data": {"file": os.path.basename(cfg.data), "generated": is_generated(cfg.data), "bytes": os.path.getsize(cfg.data), "sha256": file_sha256(cfg.data),
                  "format": fmt.name, "train_split": train_split, "val_split": val_split, "train_rows": n_train,
                  "val_rows": n_val, "skipped_rows": len(splits.skipped),
                  **({"images": photo["images"], "split_by": photo["split_by"], "faces": photo["faces"]} if photo else {})},

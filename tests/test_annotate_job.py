@@ -151,8 +151,7 @@ def test_odd_corpus_every_file_accounted_for(ray_session, models, tmp_path):
     assert t.num_rows == len(df)
     # Plots mirror the input tree; summary plots and summary.json.
     for path, status in expected.items():
-        name = path if path.endswith(".jpg") else path + ".jpg"
-        assert (out / "plots" / "photos" / name).is_file() == (status != "error"), path
+        assert (out / "plots" / "photos" / (path + ".jpg")).is_file() == (status != "error"), path
     plot = cv2.imread(str(out / "plots" / "photos" / "odd" / "group.png.jpg"))
     assert plot.shape[:2] == (256, 768)
     for name in ("summary_status.png", "summary_faces_per_image.png", "summary_emotions.png"):
@@ -176,7 +175,9 @@ def test_in_process_run_writes_the_same_rows_as_the_ray_run(ray_session, models,
         assert summary["run"]["executor"] == ("in-process" if local else "ray") and summary["run"]["annotated"] == len(expected)
         assert len(summary["plots"]) == 3
         again = annotate([inp], out, kp_dir, em_dir, recursive=True, plots="none", local=local)
-        assert again["run"]["annotated"] == 0 and again["run"]["already_done"] == len(expected)
+        errors = sum(st == "error" for st in expected.values())  # tried again, failed as before: no new row
+        assert again["run"]["annotated"] == 0 and again["run"]["error_repeated"] == errors
+        assert again["run"]["already_done"] == len(expected) - errors and again["run"]["parts_written"] == 0
         df = read_annotations(out).drop(columns=["run_id", "timestamp", "file_mtime_ns"])
         runs[local] = df.sort_values(["path", "face_index"], na_position="first").reset_index(drop=True)
     ray_rows, local_rows = runs[False], runs[True]
@@ -307,5 +308,5 @@ def test_demo_folder_with_the_real_photo(ray_session, models, tmp_path):
     assert sorted(df["path"].unique()) == ["face_0000.png", "face_0001.png", "face_0002.png", "grace_hopper.jpg"]
     hopper = df[df["path"] == "grace_hopper.jpg"]
     assert list(hopper["status"]) == ["ok"] and hopper["image_format"].iloc[0] == "jpeg"
-    assert (tmp_path / "demo" / "plots" / "images" / "grace_hopper.jpg").is_file()
+    assert (tmp_path / "demo" / "plots" / "images" / "grace_hopper.jpg.jpg").is_file()
     assert summary["run"]["annotated"] == 4

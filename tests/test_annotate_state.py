@@ -135,3 +135,22 @@ def test_a_full_disk_is_one_line_and_a_rerun_finishes_every_file_once(models, tm
     assert df.drop_duplicates(["path", "run_id"])["path"].value_counts().max() == 1  # each file in one run only
     assert sorted(df["path"].unique()) == sorted(p.name for p in files)
     assert all(plot_path(out, "in", p.name).stat().st_size > 0 for p in files)
+
+
+def test_one_task_alone_keeps_the_schema_and_counts_as_done_only_for_itself(models, tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_image_folder(inp, 3, seed=7)
+    first = annotate([inp], out, *models, **{**KW, "tasks": ["keypoints"]})
+    assert first["run"]["annotated"] == 3 and first["models"]["emotion"]["id"] is None
+    df = read_annotations(out)
+    ok = df[df["status"] == "ok"]
+    assert len(ok) and ok[[c for c in df.columns if c.startswith("kp_")]].notna().all().all()
+    assert ok["emotion"].isna().all() and ok[[c for c in df.columns if c.startswith("prob_")]].isna().all().all()
+    assert df["emotion_model_id"].isna().all()
+    # both tasks: the emotion is missing, so every file is done again; then keypoints alone finds them done
+    both = annotate([inp], out, *models, **KW)
+    assert both["run"]["annotated"] == 3
+    view = read_annotations(out)
+    assert view.loc[view["status"] == "ok", "emotion"].notna().all() and view["emotion_model_id"].notna().all()
+    assert annotate([inp], out, *models, **{**KW, "tasks": ["keypoints"]})["run"]["already_done"] == 3
+    assert annotate([inp], out, *models, **{**KW, "tasks": ["emotion"]})["run"]["already_done"] == 3

@@ -85,3 +85,59 @@ def test_a_wheel_carries_the_command_and_the_shipped_weights(tmp_path):
     for task in ("keypoints", "emotion"):
         assert {f"facepipe/weights/{task}/weights.pt", f"facepipe/weights/{task}/meta.json", f"facepipe/weights/{task}/README.md"} <= names
     assert "facepipe/cli/annotate.py" in names
+
+    # Installed (not editable) into its own folder, run from elsewhere: the command and the shipped
+    # models work with no model argument.
+    site = tmp_path / "site"
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(site)}
+    photos = write_image_folder(tmp_path / "photos", 3, seed=8)
+
+    def run(*args):
+        return subprocess.run([str(site / "bin" / "facepipe"), *map(str, args)], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+
+    where = subprocess.run([sys.executable, "-c", "import facepipe; print(facepipe.__file__)"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert where.stdout.startswith(str(site))
+    res = run("annotate", tmp_path / "photos", "--output", tmp_path / "out", "--plots", "none")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert all(Path(m["dir"]).is_relative_to(site) for m in summary["models"].values())  # the installed package's weights
+    assert sorted(set(pq.read_table(tmp_path / "out" / "annotations").column("path").to_pylist())) == sorted(p.name for p in photos)
+    res = run("predict", photos[0])
+    assert res.returncode == 0 and str(photos[0]) in res.stdout, res.stderr
+    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_quiet_annotate_on_ray_prints_nothing(models, tmp_path):
+    """--quiet on Ray: no progress lines and no line of Ray's (its token, progress-bar and C++ core worker warnings)."""
+    kp, em = models
+    write_image_folder(tmp_path / "photos", 2, seed=9)
+    res = facepipe("annotate", tmp_path / "photos", "--output", tmp_path / "out", "--keypoints-model", kp, "--emotion-model", em,
+                   "--plots", "none", "--ray", "--num-cpus", "2", "--quiet", timeout=300)
+    assert res.returncode == 0 and res.stdout == "" and res.stderr == "", res.stdout + res.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["run"]["executor"] == "ray"
+    bad = facepipe("annotate", tmp_path / "nowhere", "--output", tmp_path / "out2", "--quiet")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and bad.stdout == ""
+
+
+def test_models_trained_on_generated_faces_are_named_once(models, tmp_path, capsys):
+    import shutil
+
+    from facepipe.cli import main
+
+    gen = tmp_path / "kp"
+    shutil.copytree(models[0], gen)
+    meta = json.loads((gen / "meta.json").read_text())
+    meta["data"] = {"file": "generated_keypoints_2000_s0.csv.gz", "generated": True}
+    (gen / "meta.json").write_text(json.dumps(meta))
+    write_image_folder(tmp_path / "photos", 3, seed=10)
+    assert main(["annotate", str(tmp_path / "photos"), "--output", str(tmp_path / "out"), "--keypoints-model", str(gen),
+                 "--emotion-model", str(models[1]), "--plots", "none", "--files-per-task", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("trained on generated faces") == 1 and "keypoint model was" in out
+    assert main(["annotate", str(tmp_path / "photos"), "--output", str(tmp_path / "out2"), "--keypoints-model", str(models[0]),
+                 "--emotion-model", str(models[1]), "--plots", "none"]) == 0
+    assert "generated" not in capsys.readouterr().out

@@ -14,8 +14,10 @@ from typing import Any
 from facepipe.annotate.prepare import DEFAULT_MARGIN
 from facepipe.flags import field_meta
 
-__all__ = ["AnnotateConfig", "AnnotateError", "PLOT_CHOICES", "LOCAL_MAX_FILES"]
+__all__ = ["AnnotateConfig", "AnnotateError", "PLOT_CHOICES", "LOCAL_MAX_FILES", "TASK_NAMES"]
 
+#: The models annotation can run (a subset with ``tasks``).
+TASK_NAMES = ("keypoints", "emotion")
 PLOT_CHOICES = ("all", "none", "sample")
 #: Up to this many new files, and with no Ray cluster to join, a run stays in this process: starting
 #: Ray costs tens of seconds on a small machine, the in-process stages ~20-25 ms per photo on 2 cores.
@@ -40,6 +42,8 @@ class AnnotateConfig:
     include_hidden: bool = field(default=False, metadata=field_meta("also take files and folders whose name starts with '.' (default: skipped)"))
     limit: int | None = field(default=None, metadata=field_meta("annotate at most N new files this run", default_text="no limit", metavar="N"))
     # --- models and crops
+    tasks: tuple[str, ...] = field(default=TASK_NAMES, metadata=field_meta(
+        "the models to run: keypoints, emotion or both (a task left out gets empty columns)", choices=TASK_NAMES, metavar="TASK"))
     batch_size: int = field(default=64, metadata=field_meta("faces per model forward pass", metavar="B"))
     margin: float = field(default=DEFAULT_MARGIN, metadata=field_meta(
         "crop margin around a face box, fraction of its side per edge, for models whose meta.json records no framing "
@@ -65,7 +69,10 @@ class AnnotateConfig:
         "torch threads per inference actor", default_text="the actor's whole CPUs, at least 1", metavar="N"))
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(dict.fromkeys(self.tasks)))  # a list from the command line; repeats dropped
         problems = []
+        if not self.tasks or any(t not in TASK_NAMES for t in self.tasks):
+            problems.append(f"tasks must be among {TASK_NAMES}, got {list(self.tasks)}")
         if self.plots not in PLOT_CHOICES:
             problems.append(f"plots must be one of {PLOT_CHOICES}, got {self.plots!r}")
         for name in ("batch_size", "concurrency", "files_per_task", "part_images"):

@@ -43,12 +43,14 @@ def load_models_meta(keypoints_model: str | os.PathLike, emotion_model: str | os
 
 
 class Annotator:
-    """Loads both models once, as :class:`facepipe.predictor.Predictor` objects; ``__call__``
-    annotates a batch of rows from :mod:`.prepare`.
+    """Loads the models of ``tasks`` once (both by default), as :class:`facepipe.predictor.Predictor`
+    objects; ``__call__`` annotates a batch of rows from :mod:`.prepare`.
 
-    Rows whose status is not ``ok`` pass through with NaN keypoints/probabilities. Output adds
-    ``keypoints`` float32 ``[N, K, 2]`` (original image pixels), ``probs`` float32 ``[N, C]``,
-    ``emotion`` (label) and ``t_infer`` (seconds, spread over the batch's faces) and drops the crops.
+    Rows whose status is not ``ok``, and every row for a task not run, get NaN keypoints /
+    probabilities. Output adds ``keypoints`` float32 ``[N, K, 2]`` (original image pixels),
+    ``probs`` float32 ``[N, C]``, ``emotion`` (label) and ``t_infer`` (seconds, spread over the
+    batch's faces) and drops the crops. A task not run still names its outputs (from its model's
+    ``meta.json``), so the rows keep one schema whatever ``tasks`` is.
     """
 
     def __init__(
@@ -58,28 +60,33 @@ class Annotator:
         device: str = "auto",
         torch_threads: int | None = None,
         batch_size: int = 64,
+        tasks: tuple[str, ...] = ("keypoints", "emotion"),
     ):
         import torch
 
+        from facepipe.model_dir import read_meta
         from facepipe.models import model_id
         from facepipe.predictor import Predictor
 
         if torch_threads:
             torch.set_num_threads(int(torch_threads))
-        self.kp = Predictor.load(keypoints_model, device, batch_size)
-        self.em = Predictor.load(emotion_model, device, batch_size)
-        if self.kp.task.name != "keypoints" or self.em.task.name != "emotion":
+        self.tasks = tuple(tasks)
+        self.kp = Predictor.load(keypoints_model, device, batch_size) if "keypoints" in self.tasks else None
+        self.em = Predictor.load(emotion_model, device, batch_size) if "emotion" in self.tasks else None
+        self.kp_meta = self.kp.meta if self.kp else read_meta(keypoints_model)
+        self.em_meta = self.em.meta if self.em else read_meta(emotion_model)
+        if self.kp_meta["task"] != "keypoints" or self.em_meta["task"] != "emotion":
             raise ValueError("Annotator needs a keypoints model and an emotion model, in that order")
-        self.device = self.kp.device
-        self.keypoint_names = self.kp.labels
-        self.class_names = self.em.labels
-        self.kp_size, self.em_size = self.kp.size, self.em.size
-        self.model_ids = (model_id(self.kp.meta), model_id(self.em.meta))
+        self.device = (self.kp or self.em).device
+        self.keypoint_names = list(self.kp_meta["keypoint_names"])
+        self.class_names = list(self.em_meta["class_names"])
+        self.kp_size, self.em_size = int(self.kp_meta["input_size"]), int(self.em_meta["input_size"])
+        self.model_ids = (model_id(self.kp_meta) if self.kp else None, model_id(self.em_meta) if self.em else None)
 
     @property
     def crops(self) -> dict:
-        """How stage 1 crops for these models (:func:`.prepare.model_crops`)."""
-        return model_crops({"keypoints": self.kp.meta, "emotion": self.em.meta})
+        """How stage 1 crops for the models run (:func:`.prepare.model_crops`)."""
+        return model_crops({t: m for t, m in (("keypoints", self.kp_meta), ("emotion", self.em_meta)) if t in self.tasks})
 
     def keypoints(self, crops: np.ndarray, squares: np.ndarray) -> np.ndarray:
         """uint8 crops ``[N, S, S]`` and their squares ``[N, 3]`` → points ``[N, K, 2]`` in image pixels."""
@@ -98,13 +105,15 @@ class Annotator:
         labels = np.full(n, "", dtype=object)
         ok = np.flatnonzero(status == "ok")
         if len(ok):
-            kp_crops, em_crops = batch["crop_keypoints"][ok], batch["crop_emotion"][ok]
-            if kp_crops.shape[1:] != (self.kp_size, self.kp_size) or em_crops.shape[1:] != (self.em_size, self.em_size):
-                raise ValueError(f"crop sizes {kp_crops.shape[1:]}/{em_crops.shape[1:]} do not match the models' inputs {self.kp_size}/{self.em_size}")
-            kps[ok] = self.keypoints(kp_crops, batch["square"][ok])
-            probs[ok] = self.emotions(em_crops)
-            names = np.array(self.class_names, dtype=object)
-            labels[ok] = names[probs[ok].argmax(axis=1)]
+            for task, size in (("keypoints", self.kp_size), ("emotion", self.em_size)):
+                if task in self.tasks and batch[f"crop_{task}"].shape[1:] != (size, size):
+                    raise ValueError(f"{task} crops are {batch[f'crop_{task}'].shape[1:]}, the model's input is {size}x{size}")
+            if self.kp:
+                kps[ok] = self.keypoints(batch["crop_keypoints"][ok], batch["square"][ok])
+            if self.em:
+                probs[ok] = self.emotions(batch["crop_emotion"][ok])
+                names = np.array(self.class_names, dtype=object)
+                labels[ok] = names[probs[ok].argmax(axis=1)]
         out = {k: v for k, v in batch.items() if not k.startswith("crop_")}
         out["keypoints"] = kps
         out["probs"] = probs
@@ -117,8 +126,8 @@ class Annotator:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_annotator(kp: str, em: str, device: str, batch_size: int) -> Annotator:
-    return Annotator(kp, em, device=device, batch_size=batch_size)
+def _cached_annotator(kp: str, em: str, device: str, batch_size: int, tasks: tuple[str, ...]) -> Annotator:
+    return Annotator(kp, em, device=device, batch_size=batch_size, tasks=tasks)
 
 
 def predict(
@@ -134,6 +143,7 @@ def predict(
     batch_size: int = 64,
     color: str = "rgb",
     as_frame: bool = False,
+    tasks: tuple[str, ...] | list[str] = ("keypoints", "emotion"),
 ):
     """Keypoints and emotion for every face in ``images``, in this process (no Ray).
 
@@ -147,6 +157,7 @@ def predict(
     is taken as one face crop (like the Kaggle / FER2013 images) instead of running the detector.
     ``detector``: a detector name (``"haar"``, ``"mtcnn"``), config or dict
     (:func:`facepipe.annotate.detect.detector_config`; default: Haar with its defaults).
+    ``tasks``: the models to run (a face then has no keypoints, or no emotion, for a task left out).
 
     Returns one dict per item (a single dict for a single item)::
 
@@ -163,7 +174,8 @@ def predict(
     if annotator is None:
         keypoints_model = default_model("keypoints", keypoints_model)
         emotion_model = default_model("emotion", emotion_model)
-        annotator = _cached_annotator(str(Path(keypoints_model).resolve()), str(Path(emotion_model).resolve()), device, int(batch_size))
+        annotator = _cached_annotator(str(Path(keypoints_model).resolve()), str(Path(emotion_model).resolve()), device, int(batch_size),
+                                      tuple(tasks))
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
     det = detector_config(detector)
@@ -196,11 +208,11 @@ def predict(
                     "face_index": int(rows["face_index"][r]),
                     "bbox": tuple(float(v) for v in rows["bbox"][r]),
                     "score": score if np.isfinite(score) else None,
-                    "keypoints": {name: (float(x), float(y)) for name, (x, y) in zip(annotator.keypoint_names, kp)},
+                    "keypoints": {name: (float(x), float(y)) for name, (x, y) in zip(annotator.keypoint_names, kp)} if annotator.kp else {},
                     "keypoints_array": kp.copy(),
-                    "emotion": str(rows["emotion"][r]),
-                    "confidence": float(probs.max()),
-                    "probabilities": {c: float(p) for c, p in zip(annotator.class_names, probs)},
+                    "emotion": str(rows["emotion"][r]) if annotator.em else None,
+                    "confidence": float(probs.max()) if annotator.em else None,
+                    "probabilities": {c: float(p) for c, p in zip(annotator.class_names, probs)} if annotator.em else {},
                 }
             )
         results.append(res)

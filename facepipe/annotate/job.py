@@ -43,6 +43,7 @@ from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, keypoint_columns, rows_to_table
 from facepipe.annotate.state import current_view, load_state, read_annotations, read_parts
 from facepipe.annotate.writer import OutputFull, PartWriter, atomic_write_bytes, dataset_dir, out_of_space, output_lock, remove_temporaries
+from facepipe.logs import eta
 
 __all__ = ["annotate", "AnnotateConfig", "AnnotateError", "PLOT_CHOICES", "LOCAL_MAX_FILES"]
 
@@ -60,8 +61,8 @@ class _Run:
     emotion_model: str
     kp_meta: dict
     em_meta: dict
-    kp_id: str
-    em_id: str
+    kp_id: str | None  # None: the task is not run (its columns stay empty)
+    em_id: str | None
     det: DetectorConfig
     schema: pa.Schema
     prep: PrepareConfig
@@ -102,14 +103,25 @@ def _validate(inputs, output, keypoints_model, emotion_model, detector) -> tuple
     return kp_meta, em_meta, det
 
 
-def _framing_note(kp_meta: dict, em_meta: dict, det: DetectorConfig) -> str | None:
-    """A warning when a model was trained on another detector's boxes (its crops will be framed differently)."""
-    for task, meta in (("keypoint", kp_meta), ("emotion", em_meta)):
+def _framing_note(metas: dict[str, dict], det: DetectorConfig) -> str | None:
+    """A warning when a model in use (``{task: meta}``) was trained on another detector's boxes (its crops will be framed differently)."""
+    for task, meta in metas.items():
+        task = task.rstrip("s")
         trained = ((meta.get("framing") or {}).get("detector") or "").split(":", 1)[0]
         if trained and trained != det.name:
             return (f"annotate: note: the {task} model was trained on {trained} boxes and this run detects with {det.name}: "
                     f"its crops are framed differently from its training")
     return None
+
+
+def _generated_note(metas: dict[str, dict]) -> str | None:
+    """A warning when a model in use (``{task: meta}``) learned from generated faces (the demo's), not real ones."""
+    which = [t.rstrip("s") for t, m in metas.items() if (m.get("data") or {}).get("generated")]
+    if not which:
+        return None
+    return (f"annotate: note: the {' and '.join(which)} model{'s were' if len(which) > 1 else ' was'} trained on generated faces "
+            "(facepipe's demo data), not real photos: expect wrong keypoints and near-random emotions on real photos. "
+            "Leave --keypoints-model/--emotion-model out to use the shipped models trained on real faces.")
 
 
 def annotate(
@@ -155,13 +167,16 @@ def annotate(
     run = _Run(
         run_id=_new_run_id(), inputs=inputs, output=output,
         keypoints_model=str(Path(keypoints_model).resolve()), emotion_model=str(Path(emotion_model).resolve()),
-        kp_meta=kp_meta, em_meta=em_meta, kp_id=model_id(kp_meta), em_id=model_id(em_meta), det=det,
+        kp_meta=kp_meta, em_meta=em_meta, det=det,
+        kp_id=model_id(kp_meta) if "keypoints" in cfg.tasks else None, em_id=model_id(em_meta) if "emotion" in cfg.tasks else None,
         schema=build_schema(kp_meta["keypoint_names"], em_meta["class_names"]),
-        prep=PrepareConfig(detector=det, margin=cfg.margin, **model_crops({"keypoints": kp_meta, "emotion": em_meta})), log=log,
+        prep=PrepareConfig(detector=det, margin=cfg.margin, **model_crops({t: m for t, m in (("keypoints", kp_meta), ("emotion", em_meta))
+                                                                          if t in cfg.tasks})), log=log,
     )
-    note = _framing_note(kp_meta, em_meta, det)
-    if note:
-        log(note)
+    used = {t: m for t, m in (("keypoints", kp_meta), ("emotion", em_meta)) if t in cfg.tasks}
+    for note in (_generated_note(used), _framing_note(used, det)):
+        if note:
+            log(note)
 
     try:
         summary = _locked_run(run, cfg, inputs, output, t_start)
@@ -197,10 +212,13 @@ def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path, t_st
         run.local = _choose_local(cfg.local, len(todo))
         log(f"annotate: run {run.run_id}: {len(entries)} files listed, {done_unchanged} already done, {len(todo)} to annotate "
             f"{'in this process' if run.local else 'on Ray'} with {det.describe()} -> {output}")
+        annotator = _load_annotator(run, cfg) if todo else None
+        if not run.local:
+            annotator = None  # checked: the actors load their own
         writer = PartWriter(dataset_dir(output), run.schema, run.run_id, part_images=cfg.part_images, part_seconds=cfg.part_seconds)
         t_pipe = time.perf_counter()
         if todo:
-            _run_pipeline(run, cfg, todo, state, writer)
+            _run_pipeline(run, cfg, todo, state, writer, annotator)
         pipeline_s = time.perf_counter() - t_pipe
         plot_files = _plots(run, cfg)
         summary = _summary(run, cfg, entries, done_unchanged, todo, writer, pipeline_s, time.perf_counter() - t_start, plot_files)
@@ -217,9 +235,18 @@ def _choose_local(local: bool | None, n_files: int) -> bool:
     return n_files <= LOCAL_MAX_FILES and not os.environ.get("RAY_ADDRESS") and not ray_running
 
 
-def _local_batches(records: list[dict], run: _Run, cfg: AnnotateConfig):
+def _load_annotator(run: _Run, cfg: AnnotateConfig) -> Annotator:
+    """The models, loaded here before any work (the Ray path loads them once more in its actors):
+    weights that do not fit their meta.json are one line naming the file, not an actor's traceback."""
+    try:
+        return Annotator(run.keypoints_model, run.emotion_model, device=cfg.device if run.local else "cpu",
+                         torch_threads=cfg.torch_threads, batch_size=cfg.batch_size, tasks=cfg.tasks)
+    except (ValueError, OSError) as e:
+        raise AnnotateError(str(e)) from None
+
+
+def _local_batches(records: list[dict], run: _Run, cfg: AnnotateConfig, annotator: Annotator):
     """The Ray pipeline's two stages, run here on ``files_per_task`` files at a time."""
-    annotator = Annotator(run.keypoints_model, run.emotion_model, device=cfg.device, torch_threads=cfg.torch_threads, batch_size=cfg.batch_size)
     for i in range(0, len(records), cfg.files_per_task):
         chunk = records[i : i + cfg.files_per_task]
         yield annotator(prepare_batch({k: np.array([r[k] for r in chunk], dtype=object) for k in FILE_COLUMNS}, run.prep))
@@ -235,12 +262,12 @@ def _fit_cpus(cpus: float, prepare: float, infer: float, concurrency: int) -> tu
     return prepare, infer, fitted
 
 
-def _run_pipeline(run: _Run, cfg: AnnotateConfig, todo, state, writer) -> None:
+def _run_pipeline(run: _Run, cfg: AnnotateConfig, todo, state, writer, annotator: Annotator) -> None:
     records = [
         {"root": e.root, "input_root": e.input_root, "path": e.path, "abs_path": e.abs_path, "file_size": e.size, "file_mtime_ns": e.mtime_ns, "done_sha": state.done_shas(e.root, e.path)}
         for e in todo
     ]
-    batches = _local_batches(records, run, cfg) if run.local else _ray_batches(records, run, cfg)
+    batches = _local_batches(records, run, cfg, annotator) if run.local else _ray_batches(records, run, cfg)
     _consume(batches, len(todo), writer, run, state)
 
 
@@ -251,7 +278,7 @@ def _ray_batches(records: list[dict], run: _Run, cfg: AnnotateConfig):
     from facepipe.ray_compat import unfused_cpus, without_operator_reservation
     from facepipe.runtime import init_ray
 
-    resources = init_ray(num_cpus=cfg.num_cpus, progress=cfg.progress)
+    resources = init_ray(num_cpus=cfg.num_cpus, progress=cfg.progress, quiet=not cfg.verbose)
     device, concurrency = cfg.device, cfg.concurrency
     gpus = float(resources.get("GPU", 0)) if device != "cpu" else 0.0
     if device.startswith("cuda") and gpus < 1:
@@ -268,7 +295,7 @@ def _ray_batches(records: list[dict], run: _Run, cfg: AnnotateConfig):
     ds = ds.map_batches(prepare_batch, fn_kwargs={"config": run.prep}, batch_size=cfg.files_per_task, batch_format="numpy", num_cpus=prepare_num_cpus)
     ds = ds.map_batches(
         Annotator,
-        fn_constructor_kwargs={"keypoints_model": run.keypoints_model, "emotion_model": run.emotion_model, "device": "cuda" if num_gpus else ("cpu" if device == "auto" else device), "torch_threads": threads, "batch_size": cfg.batch_size},
+        fn_constructor_kwargs={"keypoints_model": run.keypoints_model, "emotion_model": run.emotion_model, "device": "cuda" if num_gpus else ("cpu" if device == "auto" else device), "torch_threads": threads, "batch_size": cfg.batch_size, "tasks": cfg.tasks},
         batch_size=cfg.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=concurrency),
@@ -312,9 +339,11 @@ def _consume(batches, total: int, writer: PartWriter, run: _Run, state) -> None:
             now = time.perf_counter()
             if committed or now - last_log >= 10:
                 done = sum(counts[s] for s in ("ok", "no_face", "error", "error_repeated", "skipped"))
+                left = eta(done, total, now - t0) if done < total else ""
                 log(
                     f"annotate: {done}/{total} images (ok {counts['ok']}, no_face {counts['no_face']}, error {counts['error']}), "
                     f"{writer.images_committed} committed in {len(writer.parts)} parts, {done / max(now - t0, 1e-9):.1f} img/s"
+                    + (f", {left}" if left else "")
                 )
                 last_log = now
     except BaseException:
@@ -394,7 +423,7 @@ def _plots(run: _Run, cfg: AnnotateConfig) -> list[str]:
 
         from facepipe.runtime import init_ray
 
-        init_ray(num_cpus=cfg.num_cpus, progress=cfg.progress)
+        init_ray(num_cpus=cfg.num_cpus, progress=cfg.progress, quiet=not cfg.verbose)
         ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / 8)))
         ds = ds.map_batches(render_batch, fn_kwargs={"output": str(output)}, batch_size=8, batch_format="numpy", num_cpus=0.5)
         batches = ds.iter_batches(batch_size=None, batch_format="numpy")

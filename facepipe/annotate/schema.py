@@ -176,15 +176,18 @@ def rows_to_table(rows: dict[str, np.ndarray], schema: pa.Schema, *, run_id: str
         cols[name] = _masked(bbox[:, i], not_ok, pa.float32())
     score = np.asarray(rows["score"], np.float32)
     cols["detector_score"] = _masked(score, not_ok | ~np.isfinite(score), pa.float32())
+    # A task the run left out (``tasks``) leaves NaN outputs: null columns, like a row without a face.
     kps = np.asarray(rows["keypoints"], np.float32).reshape(n, len(kp_names), 2)
+    no_kp = not_ok | ~np.isfinite(kps).all(axis=(1, 2))
     for k, (cx, cy) in enumerate(keypoint_columns(kp_names)):
-        cols[cx] = _masked(kps[:, k, 0], not_ok, pa.float32())
-        cols[cy] = _masked(kps[:, k, 1], not_ok, pa.float32())
+        cols[cx] = _masked(kps[:, k, 0], no_kp, pa.float32())
+        cols[cy] = _masked(kps[:, k, 1], no_kp, pa.float32())
     probs = np.asarray(rows["probs"], np.float32).reshape(n, len(class_names))
-    cols["emotion"] = pa.array([str(v) if o else None for v, o in zip(rows["emotion"], ok)], pa.string())
-    cols["emotion_confidence"] = _masked(np.nan_to_num(probs.max(axis=1) if n else np.zeros(0, np.float32)), not_ok, pa.float32())
+    no_em = not_ok | ~np.isfinite(probs).all(axis=1)
+    cols["emotion"] = pa.array([None if skip else str(v) for v, skip in zip(rows["emotion"], no_em)], pa.string())
+    cols["emotion_confidence"] = _masked(np.nan_to_num(probs.max(axis=1) if n else np.zeros(0, np.float32)), no_em, pa.float32())
     for c, name in enumerate(class_names):
-        cols[prob_column(name)] = _masked(probs[:, c], not_ok, pa.float32())
+        cols[prob_column(name)] = _masked(probs[:, c], no_em, pa.float32())
     cols["keypoints_model_id"] = const(keypoints_model_id, pa.string())
     cols["emotion_model_id"] = const(emotion_model_id, pa.string())
     cols["detector"] = const(detector, pa.string())

@@ -80,9 +80,11 @@ def read_parts(output: str | os.PathLike, columns: list[str] | None = None, filt
     return ds.to_table(columns=columns, filter=filter)
 
 
-def load_state(output: str | os.PathLike, keypoints_model_id: str, emotion_model_id: str, detector: str | None = None) -> State:
+def load_state(output: str | os.PathLike, keypoints_model_id: str | None, emotion_model_id: str | None, detector: str | None = None) -> State:
     """What ``output`` holds for these models and, when given, this detector (its ``describe()``):
-    another detector, or other settings of it, finds other faces, so its rows do not count as done."""
+    another detector, or other settings of it, finds other faces, so its rows do not count as done.
+    A model id None (a task this run leaves out) matches any rows: a keypoints-only run finds the
+    files a full run did done, a full run redoes the files a keypoints-only run did."""
     state = State()
     labels = read_parts(output, columns=["input_root", "root", "timestamp"])
     if labels is None or labels.num_rows == 0:
@@ -90,9 +92,10 @@ def load_state(output: str | os.PathLike, keypoints_model_id: str, emotion_model
     first = labels.group_by(["input_root", "root"]).aggregate([("timestamp", "min")]).sort_by("timestamp_min")
     for folder, label in zip(first.column("input_root").to_pylist(), first.column("root").to_pylist()):
         state.roots.setdefault(folder, label)  # the label a folder got first (older outputs may hold two)
-    done = (pc.field("keypoints_model_id") == keypoints_model_id) & (pc.field("emotion_model_id") == emotion_model_id)
-    if detector is not None:
-        done = done & (pc.field("detector") == detector)
+    done = pc.scalar(True)
+    for column, wanted in (("keypoints_model_id", keypoints_model_id), ("emotion_model_id", emotion_model_id), ("detector", detector)):
+        if wanted is not None:
+            done = done & (pc.field(column) == wanted)
     t = read_parts(output, columns=_STATE_COLUMNS, filter=done)
     if t is None or t.num_rows == 0:
         return state

@@ -17,6 +17,7 @@ kept; free space and rerun), 1 unexpected failure.
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import sys
 
@@ -29,7 +30,7 @@ from facepipe.flags import add_config_flags, config_kwargs, per_name_default
 SHARED_DETECTOR_FIELDS = tuple(f.name for f in dataclasses.fields(DetectorConfig))
 #: :class:`AnnotateConfig` flags by ``--help`` group, in their order there (``verbose`` and
 #: ``local`` are --quiet and --local/--ray).
-MAIN_FLAGS = ("recursive", "glob", "include_hidden", "batch_size", "concurrency", "plots", "plot_samples", "limit", "progress")
+MAIN_FLAGS = ("tasks", "recursive", "glob", "include_hidden", "batch_size", "concurrency", "plots", "plot_samples", "limit", "progress")
 CROP_FLAGS = ("margin",)
 EXECUTION_FLAGS = ("device", "num_cpus", "files_per_task", "prepare_num_cpus", "infer_num_cpus", "torch_threads", "part_images", "part_seconds")
 
@@ -99,7 +100,20 @@ def main(args: argparse.Namespace) -> int:
         config = AnnotateConfig(**config_kwargs(args, AnnotateConfig), verbose=not args.quiet, local=args.local)
     except (ValueError, TypeError) as e:  # bad flag values: the same exit as any bad argument
         raise AnnotateError(str(e)) from None
-    annotate(args.input, args.output, args.keypoints_model, args.emotion_model, config, detector=detector)
+    if not args.quiet:
+        annotate(args.input, args.output, args.keypoints_model, args.emotion_model, config, detector=detector)
+        return 0
+    import tempfile
+
+    from facepipe.logs import native_stderr_to
+
+    # Ray's C++ core worker prints its own warnings to fd 2; --quiet keeps them in a file, kept
+    # only when the run fails (tempfile's folder, named in no message: the error itself is raised).
+    fd, native = tempfile.mkstemp(prefix="facepipe-annotate-", suffix=".log")
+    os.close(fd)
+    with native_stderr_to(native):
+        annotate(args.input, args.output, args.keypoints_model, args.emotion_model, config, detector=detector)
+    os.unlink(native)
     return 0
 
 

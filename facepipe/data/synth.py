@@ -801,4 +801,16 @@ def default_data(folder: str | os.PathLike, fer_rows: int = DEFAULT_FER_ROWS, ke
             tmp = path.with_name(path.name.replace(".csv.gz", ".tmp.csv.gz"))
             writers[task](tmp)
             os.replace(tmp, path)  # never leave a half-written default behind
+    (folder / GENERATED_MARKER).write_text("The generated_*.csv.gz files here are facepipe's generated faces, not real data "
+                                           "(facepipe.data.synth.default_data).\n")
     return paths
+
+
+#: Written beside :func:`default_data`'s files; models trained on them say so in meta.json.
+GENERATED_MARKER = "GENERATED.txt"
+
+
+def is_generated(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of :func:`default_data`'s generated CSVs."""
+    path = Path(path)
+    return path.name.startswith("generated_") and (path.parent / GENERATED_MARKER).is_file()
