@@ -54,7 +54,8 @@ class AnnotateConfig:
     plot_samples: int = field(default=25, metadata=field_meta("images drawn with --plots sample", metavar="N"))
     part_images: int = field(default=500, metadata=field_meta("images per Parquet part file", metavar="N"))
     part_seconds: float = field(default=30.0, metadata=field_meta("commit a part at least this often, seconds", metavar="S"))
-    progress: bool = field(default=False, metadata=field_meta("show Ray Data progress bars too (default: job progress lines only)"))
+    progress: bool = field(default=False, metadata=field_meta(
+        "show Ray's own output too: Ray Data progress bars, its warnings and log lines (default: the job's progress lines only)"))
     verbose: bool = True
     # --- execution
     local: bool | None = None
