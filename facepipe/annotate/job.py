@@ -164,16 +164,15 @@ def annotate(
     from facepipe.model_dir import model_id
 
     log = (lambda msg: print(msg, flush=True)) if cfg.verbose else (lambda msg: None)
+    used = {t: m for t, m in (("keypoints", kp_meta), ("emotion", em_meta)) if t in cfg.tasks}  # the models this run runs
     run = _Run(
         run_id=_new_run_id(), inputs=inputs, output=output,
         keypoints_model=str(Path(keypoints_model).resolve()), emotion_model=str(Path(emotion_model).resolve()),
         kp_meta=kp_meta, em_meta=em_meta, det=det,
-        kp_id=model_id(kp_meta) if "keypoints" in cfg.tasks else None, em_id=model_id(em_meta) if "emotion" in cfg.tasks else None,
+        kp_id=model_id(kp_meta) if "keypoints" in used else None, em_id=model_id(em_meta) if "emotion" in used else None,
         schema=build_schema(kp_meta["keypoint_names"], em_meta["class_names"]),
-        prep=PrepareConfig(detector=det, margin=cfg.margin, **model_crops({t: m for t, m in (("keypoints", kp_meta), ("emotion", em_meta))
-                                                                          if t in cfg.tasks})), log=log,
+        prep=PrepareConfig(detector=det, margin=cfg.margin, **model_crops(used)), log=log,
     )
-    used = {t: m for t, m in (("keypoints", kp_meta), ("emotion", em_meta)) if t in cfg.tasks}
     for note in (_generated_note(used), _framing_note(used, det)):
         if note:
             log(note)
