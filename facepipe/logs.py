@@ -59,3 +59,27 @@ def native_stderr_to(path: str | os.PathLike):
         sys.stderr = old
         os.dup2(terminal, 2)
         os.close(terminal)
+
+
+@contextlib.contextmanager
+def native_lines_aside(enabled: bool, command: str):
+    """Ray's C++ core worker prints its own warnings (at error level) straight to file descriptor 2:
+    with ``enabled``, keep them in a temporary file (:func:`native_stderr_to`), named on stderr only
+    when the command fails."""
+    if not enabled:
+        yield
+        return
+    import tempfile
+
+    fd, native = tempfile.mkstemp(prefix=f"facepipe-{command}-", suffix=".log")
+    os.close(fd)
+    try:
+        with native_stderr_to(native):
+            yield
+    except BaseException:
+        if os.path.getsize(native):
+            print(f"{command}: Ray's own log lines of this run are in {native}", file=sys.stderr)
+            raise
+        os.unlink(native)
+        raise
+    os.unlink(native)

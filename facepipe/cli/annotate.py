@@ -17,9 +17,7 @@ kept; free space and rerun), 1 unexpected failure.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import os
 import sys
 
 from facepipe.annotate.config import AnnotateConfig, AnnotateError
@@ -101,34 +99,11 @@ def main(args: argparse.Namespace) -> int:
         config = AnnotateConfig(**config_kwargs(args, AnnotateConfig), verbose=not args.quiet, local=args.local)
     except (ValueError, TypeError) as e:  # bad flag values: the same exit as any bad argument
         raise AnnotateError(str(e)) from None
-    with _native_lines_aside(not args.progress):
+    from facepipe.logs import native_lines_aside
+
+    with native_lines_aside(not args.progress, "annotate"):
         annotate(args.input, args.output, args.keypoints_model, args.emotion_model, config, detector=detector)
     return 0
-
-
-@contextlib.contextmanager
-def _native_lines_aside(enabled: bool):
-    """Ray's C++ core worker prints its own warnings (at error level) straight to file descriptor 2:
-    keep them in a temporary file, named on stderr only when the run fails (--progress shows them)."""
-    if not enabled:
-        yield
-        return
-    import tempfile
-
-    from facepipe.logs import native_stderr_to
-
-    fd, native = tempfile.mkstemp(prefix="facepipe-annotate-", suffix=".log")
-    os.close(fd)
-    try:
-        with native_stderr_to(native):
-            yield
-    except BaseException:
-        if os.path.getsize(native):
-            print(f"annotate: Ray's own log lines of this run are in {native}", file=sys.stderr)
-            raise
-        os.unlink(native)
-        raise
-    os.unlink(native)
 
 
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:

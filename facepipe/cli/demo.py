@@ -34,6 +34,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
+    from facepipe.logs import native_lines_aside
+
+    with native_lines_aside(True, "demo"):  # Ray's C++ warning lines, kept aside
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> dict:
     from facepipe.annotate import annotate, annotate_demo
     from facepipe.model_dir import shipped_model
     from facepipe.data.synth import default_data
