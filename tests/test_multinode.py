@@ -173,7 +173,11 @@ def test_training_survives_node_losses_and_every_epoch_is_trained_once(cluster, 
     finally:
         second.stop()
     assert rc == 0, second.tail()
-    assert re.findall(r"resumed from checkpoint of epoch (\d+)", second.text()) == [str(epoch1), str(epoch2)], second.tail()
+    # The workers log "resumed from checkpoint of epoch N"; the first of these lines comes from the
+    # node killed next, whose log monitor may die before forwarding it, so it can be missing here.
+    # The last one (on the replacement node) cannot; every epoch once in the history is the proof.
+    resumed = re.findall(r"resumed from checkpoint of epoch (\d+)", second.text())
+    assert resumed and resumed[-1] == str(epoch2) and set(resumed) <= {str(epoch1), str(epoch2)}, second.tail()
     assert_every_epoch_once(out)
     node_d.result().stop()  # the annotation test brings its own
 
