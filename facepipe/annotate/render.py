@@ -41,7 +41,7 @@ def plot_path(output: str | os.PathLike, root: str, path: str) -> Path:
     name += PLOT_SUFFIX
     if len(os.fsencode(name)) > NAME_MAX:
         digest = "~" + hashlib.sha256(os.fsencode(path)).hexdigest()[:16] + PLOT_SUFFIX
-        keep = os.fsencode(name)[: NAME_MAX - len(digest) - 32]  # room left for the writer's temporary name
+        keep = os.fsencode(name)[: NAME_MAX - len(digest) - 32]  # a margin below NAME_MAX (the writer's temporary name is short)
         name = keep.decode("utf-8", "ignore") + digest
     return Path(output) / PLOTS_DIR / root / folder / name
 

@@ -86,18 +86,19 @@ def load_state(output: str | os.PathLike, keypoints_model_id: str | None, emotio
     A model id None (a task this run leaves out) matches any rows: a keypoints-only run finds the
     files a full run did done, a full run redoes the files a keypoints-only run did."""
     state = State()
-    labels = read_parts(output, columns=["input_root", "root", "timestamp"])
-    if labels is None or labels.num_rows == 0:
+    matched = (("keypoints_model_id", keypoints_model_id), ("emotion_model_id", emotion_model_id), ("detector", detector))
+    everything = read_parts(output, columns=_STATE_COLUMNS + ["input_root"] + [c for c, _ in matched])  # one read of the parts
+    if everything is None or everything.num_rows == 0:
         return state
-    first = labels.group_by(["input_root", "root"]).aggregate([("timestamp", "min")]).sort_by("timestamp_min")
+    first = everything.group_by(["input_root", "root"]).aggregate([("timestamp", "min")]).sort_by("timestamp_min")
     for folder, label in zip(first.column("input_root").to_pylist(), first.column("root").to_pylist()):
         state.roots.setdefault(folder, label)  # the label a folder got first (older outputs may hold two)
     done = pc.scalar(True)
-    for column, wanted in (("keypoints_model_id", keypoints_model_id), ("emotion_model_id", emotion_model_id), ("detector", detector)):
+    for column, wanted in matched:
         if wanted is not None:
             done = done & (pc.field(column) == wanted)
-    t = read_parts(output, columns=_STATE_COLUMNS, filter=done)
-    if t is None or t.num_rows == 0:
+    t = everything.filter(done).select(_STATE_COLUMNS)
+    if t.num_rows == 0:
         return state
     state.rows = t.num_rows
     # One row per file: its latest annotation (an image's rows share their commit time).
