@@ -177,8 +177,18 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.average = average
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.average([m(x) for m in self.members])
+    def forward(self, x: torch.Tensor, each: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """The averaged output, or with ``each`` every member's own output (training them together:
+        the call goes through the DDP wrapper, so their gradients are synchronised)."""
+        outputs = [m(x) for m in self.members]
+        return outputs if each else self.average(outputs)
+
+
+def ensemble_spec(arch: str, arch_args: dict, members: int) -> tuple[str, dict]:
+    """``(arch, arch_args)`` of ``members`` networks of one architecture as one ensemble (1: the network itself)."""
+    if members == 1:
+        return arch, arch_args
+    return ENSEMBLE, {"members": [{"arch": arch, "arch_args": dict(arch_args)} for _ in range(members)]}
 
 
 def build_model(task: str, arch: str, arch_args: dict, num_outputs: int) -> nn.Module:

@@ -132,6 +132,22 @@ class Task:
 
         return torch.stack([o.float() for o in outputs]).mean(0)
 
+    def agreement(self, out: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        """Mutual-learning loss pulling one member's raw output ``out`` towards ``others`` (the other
+        members' outputs averaged by :meth:`average`, detached). Tasks without one leave it undefined."""
+        raise NotImplementedError(f"mutual learning is not defined for the {self.name} task")
+
+    def members_loss(self, outputs: list[torch.Tensor], batch: dict, meta: dict, mutual: float) -> torch.Tensor:
+        """Loss of networks trained together (an ensemble): each member's own loss, plus ``mutual`` x its
+        agreement with the others (deep mutual learning, Zhang et al. 2018); the mean over members."""
+        total = 0.0
+        for i, out in enumerate(outputs):
+            total = total + self.loss(out, batch, meta, train=True)
+            if mutual:
+                others = self.average([o.detach() for j, o in enumerate(outputs) if j != i])
+                total = total + mutual * self.agreement(out, others)
+        return total / len(outputs)
+
     def unflip(self, decoded: torch.Tensor, meta: dict, permutation: torch.Tensor | None) -> torch.Tensor:
         """Decoded outputs of a mirrored image → outputs for the original image."""
         return decoded
@@ -314,6 +330,12 @@ class EmotionTask(Task):
 
     def output_shape(self, meta: dict) -> tuple[int, ...]:
         return (len(meta[self.label_key]),)
+
+    def agreement(self, out: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        """KL(others' mean class probabilities || this member's)."""
+        import torch.nn.functional as F
+
+        return F.kl_div(out.float().log_softmax(dim=1), others.float(), log_target=True, reduction="batchmean")
 
     def loss(self, out: torch.Tensor, batch: dict, meta: dict, train: bool = True) -> torch.Tensor:
         import torch.nn.functional as F

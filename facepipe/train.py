@@ -32,7 +32,7 @@ from facepipe.data.kaggle import FER, FER_FRAME_MARGIN
 from facepipe.data.ray_datasets import DATA_TASK_CPUS, FER_TRAIN, FER_VAL, PHOTO_COLUMNS, EpochClock, augment_train_batch, load_splits
 from facepipe.logs import configure as configure_logging, eta, get_logger
 from facepipe.ray_compat import quiet_train_report_logs, without_resource_budget_backpressure
-from facepipe.tasks import add_sums, get_task
+from facepipe.tasks import Task, add_sums, get_task
 
 log = get_logger(__name__)
 
@@ -68,6 +68,10 @@ class TrainConfig:
     label_smoothing: float | None = field(default=None, metadata=_flag("cross-entropy label smoothing (emotion)"))
     arch: str | None = field(default=None, metadata=_flag("network architecture (facepipe.models.ARCHS)"))
     arch_args: dict | None = None
+    members: int = field(default=1, metadata=_flag(
+        "networks of --arch trained together on the same batches and exported as one ensemble (arch: ensemble)"))
+    mutual: float = field(default=0.0, metadata=_flag(
+        "deep mutual learning: weight of each member's loss towards the others' mean prediction (emotion; needs --members >= 2)"))
     augment: dict = field(default_factory=dict)
     num_workers: int = field(default=1, metadata=_flag("Train workers (data-parallel, DDP)"))
     cpus_per_worker: float | None = field(default=None, metadata=_flag(
@@ -107,6 +111,12 @@ class TrainConfig:
             self.label_smoothing = getattr(task, "label_smoothing", None)
         if self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
+        if self.members < 1 or self.mutual < 0:
+            raise ValueError(f"members must be >= 1 and mutual >= 0, got members {self.members}, mutual {self.mutual}")
+        if self.mutual and self.members < 2:
+            raise ValueError("mutual learning needs --members 2 or more")
+        if self.mutual and type(task).agreement is Task.agreement:
+            raise ValueError(f"mutual learning is not defined for the {self.task} task")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
         self.name = self.name or self.task
@@ -168,6 +178,7 @@ def train_loop_per_worker(config: dict) -> None:
         log.info(f"[{config['task']}] device {device}, {'bf16 mixed precision' if use_amp else 'fp32'}")
 
     model = models.build_model(meta["task"], meta["arch"], meta["arch_args"], len(meta[task.label_key]))
+    together = config["members"] > 1  # an ensemble's members learn side by side (one loss for all)
     model = ray.train.torch.prepare_model(model)
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     steps_per_epoch = max(1, math.ceil(config["n_train"] / world / config["batch_size"]))
@@ -220,8 +231,8 @@ def train_loop_per_worker(config: dict) -> None:
                 break
             x = models.preprocess(batch["image"], meta, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = model(x)
-            loss = task.loss(out, batch, meta, train=True)
+                out = model(x, each=True) if together else model(x)
+            loss = task.members_loss(out, batch, meta, config["mutual"]) if together else task.loss(out, batch, meta, train=True)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -365,7 +376,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     mean, std = image_stats(train_ds)
     labels = task.labels(fmt)
     size = fmt.image_size
-    meta = models.make_meta(cfg.task, cfg.arch, cfg.arch_args, size, labels, mean, std)
+    arch, arch_args = models.ensemble_spec(cfg.arch, cfg.arch_args, cfg.members)
+    meta = models.make_meta(cfg.task, arch, arch_args, size, labels, mean, std)
     label_batches = train_ds.select_columns(list(task.label_columns)).iter_batches(batch_size=4096, batch_format="numpy")
     meta.update(task.data_meta(label_batches, cfg.data, train_split))
     if photo:
@@ -418,7 +430,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         datasets={"train": train_aug, "val": val_ds},
         dataset_config=DataConfig(datasets_to_split=["train", "val"]),
     )
-    log.info(f"[{cfg.task}] training {cfg.arch} for {cfg.epochs} epochs on {cfg.num_workers} worker(s) x {cpus} CPU, "
+    log.info(f"[{cfg.task}] training {cfg.arch}{f' x {cfg.members} together' if cfg.members > 1 else ''}{f' (mutual {cfg.mutual:g})' if cfg.mutual else ''} for {cfg.epochs} epochs on {cfg.num_workers} worker(s) x {cpus} CPU, "
           f"{threads} torch threads each{', GPU' if cfg.use_gpu else ''}; run {run_dir}")
     try:
         result = trainer.fit()
@@ -431,7 +443,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise RuntimeError(f"training produced no checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
-    model = models.build_model(cfg.task, cfg.arch, cfg.arch_args, len(labels))
+    model = models.build_model(cfg.task, arch, arch_args, len(labels))
     history = list(state["history"])
     best = state.get("best") or {"epoch": state["epoch"], "model": state["model"]}
     model.load_state_dict(best["model"])

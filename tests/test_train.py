@@ -221,3 +221,37 @@ def test_evaluation_splits_exactly_as_training_did_around_skipped_rows(tmp_path,
     assert [b.line for b in table.skipped] == [5]
     mask, name = select_split(table, {"train_config": {"val_fraction": 0.2, "seed": 3}}, "val")
     assert name == "val" and sorted(table.lines[mask].tolist()) == val_lines
+
+
+def test_members_loss_adds_each_members_pull_towards_the_others():
+    from facepipe.tasks import get_task
+
+    task = get_task("emotion")
+    torch.manual_seed(0)
+    batch = {"label": torch.tensor([0, 3, 6, 2])}
+    a, b = torch.randn(4, 7), torch.randn(4, 7)
+    ce = lambda o: task.loss(o, batch, {}, train=True)  # noqa: E731
+    assert task.members_loss([a, b], batch, {}, 0.0).item() == pytest.approx(((ce(a) + ce(b)) / 2).item())
+    assert task.members_loss([a, a.clone()], batch, {}, 1.0).item() == pytest.approx(ce(a).item(), abs=1e-6)  # agreeing: no pull
+    pa, pb = a.softmax(1), b.softmax(1)
+    kl = lambda p, q: (p * (p.log() - q.log())).sum(1).mean()  # noqa: E731  KL(p || q)
+    want = (ce(a) + ce(b) + 0.5 * (kl(pb, pa) + kl(pa, pb))) / 2
+    assert task.members_loss([a, b], batch, {}, 0.5).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_networks_trained_together_export_one_ensemble_scored_as_validated(gen_data, tmp_path, ray_session):
+    from facepipe.models import load_model
+    from facepipe.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match="--members 2"):
+        TrainConfig(task="emotion", data=gen_data["emotion"], output=str(tmp_path), mutual=1.0)
+    with pytest.raises(ValueError, match="not defined for the keypoints task"):
+        TrainConfig(task="keypoints", data=gen_data["keypoints"], output=str(tmp_path), members=2, mutual=1.0)
+    result = train(config("emotion", gen_data["emotion"], tmp_path, epochs=2, members=2, mutual=1.0))
+    meta = json.loads((result.model_dir / "meta.json").read_text())
+    assert meta["arch"] == "ensemble" and [m["arch_args"] for m in meta["arch_args"]["members"]] == [TINY_CNN, TINY_CNN]
+    net, _ = load_model(result.model_dir)
+    assert len(net.members) == 2 and not torch.equal(next(net.members[0].parameters()), next(net.members[1].parameters()))
+    out = evaluate(result.model_dir, gen_data["emotion"], tmp_path / "eval", tta=False)
+    best = next(h for h in result.history if h["epoch"] == meta["best_epoch"])
+    assert out["accuracy"] == pytest.approx(best["val_accuracy"], abs=0.5 / out["images"])  # the averaged output is what was validated
