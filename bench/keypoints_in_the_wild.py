@@ -43,9 +43,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="at most this many photos")
     p.add_argument("--output", default=None, help="keep the annotation output here (default: a temporary folder)")
     p.add_argument("--max-failure-nme", type=float, default=0.10, help="a face with a larger NME is a failure (default: %(default)s)")
-    p.add_argument("--refine", type=int, default=2,
-                   help="also measure this many second passes: re-crop each face from its predicted points (the model's "
-                        "box_from_points framing) and predict again, in this process (default: %(default)s; 0 = off)")
+    p.add_argument("--refine", type=int, default=None,
+                   help="the job's second passes of the keypoint model (annotate --refine; default: the job's default)")
+    p.add_argument("--kaggle15-labels", default=str(SHARED / "ytf_frames_kaggle15.csv"),
+                   help="for an iBUG-68 model: also score its Kaggle-15 points (mapped as the labels were) against these labels "
+                        "(default: %(default)s)")
     return p
 
 
@@ -78,20 +80,16 @@ def match_faces(df, rows, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.
     return found, pred, boxes
 
 
-def refine(model_dir, meta: dict, abs_paths: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """One second pass: crop each photo around its predicted ``points`` with the framing training
-    used for faces known from their points (``box_from_points`` + margin), predict again."""
-    from facepipe.annotate.crop import crop_to_image
-    from facepipe.data.photos import BoxModel, crop_photos
-    from facepipe.predictor import Predictor
+def as_kaggle15(args: argparse.Namespace, rows, pred: np.ndarray, found: np.ndarray) -> dict:
+    """NME of an iBUG-68 model's Kaggle-15 points (``kaggle15_from_ibug68``) against the 15-point labels of the same photos."""
+    from facepipe.data.photos import nme, read_photo_rows
+    from facepipe.data.schema import kaggle15_from_ibug68
 
-    predictor = Predictor.load(model_dir, "cpu")
-    meta = predictor.meta
-    photos = np.array([Path(p).read_bytes() for p in abs_paths], dtype=object)
-    boxes = BoxModel(**meta["framing"]["box_from_points"]).boxes(points)
-    crops = crop_photos({"photo": photos, "box": boxes, "points": points}, {"margin": meta["framing"]["margin"]}, meta["input_size"])
-    pred = predictor(crops["image"])
-    return crop_to_image(pred, crops["square"][:, None, :], meta["input_size"])
+    labels = read_photo_rows(args.kaggle15_labels, args.images)
+    by_image = {str(name): i for i, name in enumerate(labels.image)}
+    take = [by_image[str(name)] for name in rows.image[found]]
+    face, _ = nme(kaggle15_from_ibug68(pred[found], rows.names), labels.points[take].astype(np.float64), labels.names)
+    return {"as_kaggle15": summarise(face, args.max_failure_nme)}
 
 
 def summarise(nme_face: np.ndarray, threshold: float) -> dict:
@@ -135,7 +133,7 @@ def main(args: argparse.Namespace) -> dict:
         if em_model is None:
             raise SystemExit("no emotion model given and none shipped: pass --emotion-model (its output is not measured here)")
         t0 = time.perf_counter()
-        annotate(inp, out, kp_model, em_model, plots="none", verbose=False)
+        annotate(inp, out, kp_model, em_model, plots="none", verbose=False, **({"refine": args.refine} if args.refine is not None else {}))
         seconds = time.perf_counter() - t0
         df = read_annotations(out)
 
@@ -159,18 +157,12 @@ def main(args: argparse.Namespace) -> dict:
         "failure_rate_counting_missed": round(float((np.sum(face_nme > args.max_failure_nme) + np.sum(~found)) / max(len(rows), 1)), 4),
         "baseline_box_only": summarise(base_nme, args.max_failure_nme),
         "per_point_nme": {n: round(float(v), 4) for n, v in zip(names, np.nanmean(point_nme, axis=0))},
-        "refined": [],
+        **(as_kaggle15(args, rows, pred, found) if "p67" in names else {}),
         "keypoints_model": str(kp_model),
-        "keypoints_model_id": meta.get("model_id"),
+        "keypoints_model_id": str(df["keypoints_model_id"].dropna().iloc[0]) if df["keypoints_model_id"].notna().any() else None,
         "emotion_model": em_note,
         "annotate_seconds": round(seconds, 1),
     }
-    if args.refine and "box_from_points" in (meta.get("framing") or {}):
-        p = pred[found]
-        for k in range(1, args.refine + 1):
-            p = refine(kp_model, meta, rows.abs_path[found], p)
-            result["refined"].append({"passes": k + 1, **summarise(nme(p, true, names)[0], args.max_failure_nme)})
-            print(f"keypoints_in_the_wild: pass {k + 1}: {result['refined'][-1]}", flush=True)
     return result
 
 

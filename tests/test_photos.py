@@ -169,6 +169,23 @@ def test_nme_is_relative_to_the_eye_distance():
     assert face[0] == pytest.approx(0.25) and per_point.shape == (1, 15)
 
 
+def test_a_second_pass_crops_the_wider_view_as_it_would_crop_the_photo():
+    from facepipe.annotate.crop import context_square, crop_to_image, square_in_crop
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (300, 320), dtype=np.uint8)
+    first = (100, 90, 96)
+    outer = context_square(first, 2.0)
+    assert outer == (52, 42, 192)
+    view = crop_resize(gray, outer, 192)  # one view pixel per photo pixel: every re-crop is exact
+    for square in [(120, 70, 96), (60, 50, 96), (30, 20, 96)]:  # the last reaches past the view's edge
+        inner = square_in_crop(square, outer, 192)
+        if inner[0] >= 0 and inner[1] >= 0:
+            np.testing.assert_array_equal(crop_resize(view, inner, 96), crop_resize(gray, square, 96))
+        pts = rng.uniform(0, 96, (15, 2))
+        np.testing.assert_allclose(crop_to_image(crop_to_image(pts, inner, 96), outer, 192), crop_to_image(pts, square, 96))
+
+
 def test_annotation_crops_each_model_with_the_margin_its_meta_records(face_photo):
     metas = {"keypoints": {"framing": {"margin": 0.05}}, "emotion": {}}
     margins = model_margins(metas)
@@ -204,8 +221,22 @@ def test_a_photo_source_trains_evaluates_and_annotates_with_its_framing(photos, 
     assert metrics["faces"]["detected"] + metrics["faces"]["framed_from_labels"] == metrics["images"]
     # predict() with this model crops the keypoint input with the model's own margin.
     _, em = write_untrained_models(tmp_path / "untrained", small_emotion=True)
-    res = facepipe.predict(face_photo, result.model_dir, em)
+    res = facepipe.predict(face_photo, result.model_dir, em, refine=0)
     assert res["status"] == "ok" and res["faces"][0]["keypoints_array"].shape == (15, 2)
+
+    # The second pass (the default) moves the points (tests/test_shipped.py checks where to, on a real photo).
+    refined = facepipe.predict(face_photo, result.model_dir, em)["faces"][0]["keypoints_array"]
+    assert np.abs(refined - res["faces"][0]["keypoints_array"]).max() > 1e-3
+    # Annotation rows name the passes in the model id, so files annotated without them are redone.
+    from facepipe.annotate import annotate, read_annotations
+
+    one = Path(face_photo).parent / "one"
+    one.mkdir(exist_ok=True)
+    (one / "face.png").write_bytes(Path(face_photo).read_bytes())
+    runs = [annotate(one, tmp_path / "ann", result.model_dir, em, plots="none", local=True, verbose=False, refine=r) for r in (0, 1, 1)]
+    assert [r["run"]["annotated"] for r in runs] == [1, 1, 0]
+    rows = read_annotations(tmp_path / "ann", latest=False)
+    assert sorted(set(rows["keypoints_model_id"])) == [meta["model_id"], meta["model_id"] + "+refine1"]
 
 
 def test_ibug68_points_flip_to_their_mirror_twins():
@@ -232,3 +263,19 @@ def test_ibug68_mirror_on_real_labels_keeps_the_face_layout():
     mirrored = mirrored[:, perm]
     for a, b in ((36, 45), (48, 54), (0, 16), (17, 26)):  # image-left point stays left of its twin
         assert (pts[:, a, 0] < pts[:, b, 0]).mean() > 0.95 and (mirrored[:, a, 0] < mirrored[:, b, 0]).mean() > 0.95
+
+
+def test_kaggle15_from_ibug68_reproduces_the_15_point_labels_of_the_same_photos():
+    import pandas as pd
+
+    from facepipe.data.schema import KAGGLE_KEYPOINT_COLUMNS, kaggle15_from_ibug68
+
+    d68 = pd.read_csv(shared_file("keypoints/ytf_frames/ytf_frames_68.csv"), nrows=300)
+    d15 = pd.read_csv(shared_file("keypoints/ytf_frames/ytf_frames_kaggle15.csv"), nrows=300)
+    assert (d68["image"] == d15["image"]).all()
+    names = [f"p{i:02d}" for i in range(68)][::-1]  # any order of the 68 names
+    pts = np.stack([d68[[f"{n}_x", f"{n}_y"]].to_numpy() for n in names], axis=1)
+    want = d15[list(KAGGLE_KEYPOINT_COLUMNS)].to_numpy().reshape(-1, 15, 2)
+    np.testing.assert_allclose(kaggle15_from_ibug68(pts, names), want, atol=0.01)  # the CSV rounds to 0.01 px
+    with pytest.raises(ValueError, match="p67"):
+        kaggle15_from_ibug68(pts[:, 1:], names[1:])

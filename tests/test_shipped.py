@@ -96,5 +96,32 @@ def test_predict_and_annotate_need_no_model_arguments(tmp_path):
     summary = annotate(photos[0], tmp_path / "out", plots="none", verbose=False, local=True)  # a single file
     assert summary["run"]["executor"] == "in-process" and summary["images"] == 1
     df = read_annotations(tmp_path / "out")
-    assert set(df["keypoints_model_id"]) == {model_id(read_meta(shipped_model("keypoints")))}
+    # The shipped keypoint model makes the job's default second pass, which its id names.
+    assert set(df["keypoints_model_id"]) == {model_id(read_meta(shipped_model("keypoints"))) + "+refine1"}
     assert set(df["emotion_model_id"]) == {model_id(read_meta(shipped_model("emotion")))}
+
+
+def test_the_second_pass_recrops_a_real_photo_where_a_crop_of_the_photo_itself_would_be(tmp_path):
+    """The job re-crops from the wider view its decode stage keeps; cropping the photo there gives the same points."""
+    import cv2
+    import matplotlib.cbook
+
+    import facepipe
+    from facepipe.annotate.crop import crop_resize, crop_to_image, square_crop
+    from facepipe.data.photos import BoxModel
+    from facepipe.model_dir import read_meta
+    from facepipe.predictor import Predictor
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        photo = tmp_path / "grace_hopper.jpg"
+        photo.write_bytes(f.read())
+    model = shipped_model("keypoints")
+    meta = read_meta(model)
+    first = facepipe.predict(str(photo), tasks=("keypoints",), refine=0)["faces"][0]["keypoints_array"]
+    square = square_crop(BoxModel(**meta["framing"]["box_from_points"]).boxes(first[None].astype(np.float64))[0], meta["framing"]["margin"])
+    gray = cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE)
+    by_hand = crop_to_image(Predictor.load(model, "cpu")(crop_resize(gray, square, 96)[None]), square, 96)[0]
+    refined = facepipe.predict(str(photo), tasks=("keypoints",))["faces"][0]["keypoints_array"]
+    side = square[2]
+    assert np.abs(refined - by_hand).mean() < 0.005 * side and np.abs(refined - by_hand).max() < 0.015 * side, (refined, by_hand)
+    assert np.abs(refined - first).mean() > 0.001 * side  # the pass moved the points

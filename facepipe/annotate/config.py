@@ -48,6 +48,10 @@ class AnnotateConfig:
     margin: float = field(default=DEFAULT_MARGIN, metadata=field_meta(
         "crop margin around a face box, fraction of its side per edge, for models whose meta.json records no framing "
         "(a model trained on photos is cropped as it was trained)"))
+    refine: int = field(default=1, metadata=field_meta(
+        "second passes of a keypoint model trained on photos: re-crop each face around its predicted points, framed as its "
+        "training framed faces from their labels, and predict again (0: one pass; models without that framing make one pass)",
+        metavar="N"))
     # --- output
     plots: str = field(default="sample", metadata=field_meta("annotated copies of all images, none, or a sample", choices=PLOT_CHOICES,
                                                              metavar="{" + ",".join(PLOT_CHOICES) + "}"))
@@ -76,6 +80,8 @@ class AnnotateConfig:
             problems.append(f"tasks must be among {TASK_NAMES}, got {list(self.tasks)}")
         if self.plots not in PLOT_CHOICES:
             problems.append(f"plots must be one of {PLOT_CHOICES}, got {self.plots!r}")
+        if not 0 <= int(self.refine) <= 5:
+            problems.append(f"refine must be within 0..5, got {self.refine}")
         for name in ("batch_size", "concurrency", "files_per_task", "part_images"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")

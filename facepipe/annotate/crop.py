@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["square_crop", "crop_resize", "crop_to_image", "image_to_crop"]
+__all__ = ["square_crop", "crop_resize", "crop_to_image", "image_to_crop", "context_square", "square_in_crop"]
 
 
 def square_crop(box, margin: float) -> tuple[int, int, int]:
@@ -66,3 +66,20 @@ def image_to_crop(points: np.ndarray, square, size: int) -> np.ndarray:
     out[..., 0] = (points[..., 0] - x0 + 0.5) / s - 0.5
     out[..., 1] = (points[..., 1] - y0 + 0.5) / s - 0.5
     return out
+
+
+def context_square(square, factor: float) -> tuple[int, int, int]:
+    """The integer square with ``square``'s centre and ``factor`` times its side (the wider view a
+    second pass re-crops from)."""
+    x0, y0, side = (float(v) for v in square)
+    big = max(1, int(round(side * factor)))
+    return int(round(x0 + side / 2.0 - big / 2.0)), int(round(y0 + side / 2.0 - big / 2.0)), big
+
+
+def square_in_crop(square, crop_square, size: int) -> tuple[int, int, int]:
+    """An image square ``(x0, y0, side)`` in the pixels of the ``size`` crop of ``crop_square``
+    (rounded to whole pixels; :func:`crop_to_image` of that square maps its points back exactly)."""
+    x0, y0, side = (float(v) for v in square)
+    cx0, cy0, cside = (float(v) for v in crop_square)
+    k = size / cside
+    return int(round((x0 - cx0) * k)), int(round((y0 - cy0) * k)), max(1, int(round(side * k)))

@@ -16,9 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.annotate.crop import crop_to_image
+from facepipe.annotate.crop import context_square, crop_resize, crop_to_image, square_crop, square_in_crop
 from facepipe.annotate.detect import DetectorConfig, detector_config
-from facepipe.annotate.prepare import COLOR_ORDERS, DEFAULT_MARGIN, PrepareConfig, model_crops, prepare_items
+from facepipe.annotate.prepare import CONTEXT_FACTOR, COLOR_ORDERS, DEFAULT_MARGIN, PrepareConfig, model_crops, prepare_items, refine_passes
+
+#: Second passes of the keypoint model by default: a pass more gained 0.003 NME on the photo dev
+#: split and lost 0.9 point of failures (bench/results/keypoints_in_the_wild.md).
+DEFAULT_REFINE = 1
+
+
+def keypoints_model_id(kp_meta: dict, refine: int) -> str:
+    """The id annotation rows record for the keypoints: the model's, plus its second passes (they
+    change the points, so files annotated without them are not done for a run with them)."""
+    from facepipe.models import model_id
+
+    passes = refine_passes(kp_meta, refine)
+    return model_id(kp_meta) + (f"+refine{passes}" if passes else "")
 
 __all__ = ["Annotator", "predict", "load_models_meta", "default_model"]
 
@@ -61,6 +74,7 @@ class Annotator:
         torch_threads: int | None = None,
         batch_size: int = 64,
         tasks: tuple[str, ...] = ("keypoints", "emotion"),
+        refine: int = DEFAULT_REFINE,
     ):
         import torch
 
@@ -81,16 +95,36 @@ class Annotator:
         self.keypoint_names = list(self.kp_meta["keypoint_names"])
         self.class_names = list(self.em_meta["class_names"])
         self.kp_size, self.em_size = int(self.kp_meta["input_size"]), int(self.em_meta["input_size"])
-        self.model_ids = (model_id(self.kp_meta) if self.kp else None, model_id(self.em_meta) if self.em else None)
+        # Second passes re-frame each face from its predicted points as training framed faces from
+        # their labels (box_from_points), so the crop no longer carries the detector's box noise.
+        self.refine = refine_passes(self.kp_meta, refine) if self.kp else 0
+        self.model_ids = (keypoints_model_id(self.kp_meta, refine) if self.kp else None, model_id(self.em_meta) if self.em else None)
 
     @property
     def crops(self) -> dict:
         """How stage 1 crops for the models run (:func:`.prepare.model_crops`)."""
-        return model_crops({t: m for t, m in (("keypoints", self.kp_meta), ("emotion", self.em_meta)) if t in self.tasks})
+        return model_crops({t: m for t, m in (("keypoints", self.kp_meta), ("emotion", self.em_meta)) if t in self.tasks}, self.refine)
 
-    def keypoints(self, crops: np.ndarray, squares: np.ndarray) -> np.ndarray:
-        """uint8 crops ``[N, S, S]`` and their squares ``[N, 3]`` → points ``[N, K, 2]`` in image pixels."""
-        return crop_to_image(self.kp(crops), np.asarray(squares)[:, None, :], self.kp_size).astype(np.float32)
+    def keypoints(self, crops: np.ndarray, squares: np.ndarray, contexts: np.ndarray | None = None) -> np.ndarray:
+        """uint8 crops ``[N, S, S]`` and their squares ``[N, 3]`` → points ``[N, K, 2]`` in image pixels.
+
+        With the wider views ``contexts`` (``[N, F*S, F*S]``, :data:`.prepare.CONTEXT_FACTOR`) each
+        of :attr:`refine` second passes re-crops every face from them around its predicted points.
+        """
+        squares = np.asarray(squares)
+        points = crop_to_image(self.kp(crops), squares[:, None, :], self.kp_size)
+        if self.refine and contexts is not None and len(points):
+            from facepipe.data.photos import BoxModel
+
+            framing = self.kp_meta["framing"]
+            box_model, margin = BoxModel(**framing["box_from_points"]), float(framing["margin"])
+            n_ctx = contexts.shape[1]
+            outer = np.array([context_square(sq, CONTEXT_FACTOR) for sq in squares], np.float64)
+            for _ in range(self.refine):
+                inner = np.array([square_in_crop(square_crop(b, margin), o, n_ctx) for b, o in zip(box_model.boxes(points), outer)], np.float64)
+                again = self.kp(np.stack([crop_resize(c, sq, self.kp_size) for c, sq in zip(contexts, inner)]))
+                points = crop_to_image(crop_to_image(again, inner[:, None, :], self.kp_size), outer[:, None, :], n_ctx)
+        return points.astype(np.float32)
 
     def emotions(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops ``[N, S, S]`` → class probabilities ``[N, C]``."""
@@ -109,7 +143,8 @@ class Annotator:
                 if task in self.tasks and batch[f"crop_{task}"].shape[1:] != (size, size):
                     raise ValueError(f"{task} crops are {batch[f'crop_{task}'].shape[1:]}, the model's input is {size}x{size}")
             if self.kp:
-                kps[ok] = self.keypoints(batch["crop_keypoints"][ok], batch["square"][ok])
+                context = batch.get("crop_keypoints_context")
+                kps[ok] = self.keypoints(batch["crop_keypoints"][ok], batch["square"][ok], None if context is None else context[ok])
             if self.em:
                 probs[ok] = self.emotions(batch["crop_emotion"][ok])
                 names = np.array(self.class_names, dtype=object)
@@ -126,8 +161,8 @@ class Annotator:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_annotator(kp: str, em: str, device: str, batch_size: int, tasks: tuple[str, ...]) -> Annotator:
-    return Annotator(kp, em, device=device, batch_size=batch_size, tasks=tasks)
+def _cached_annotator(kp: str, em: str, device: str, batch_size: int, tasks: tuple[str, ...], refine: int) -> Annotator:
+    return Annotator(kp, em, device=device, batch_size=batch_size, tasks=tasks, refine=refine)
 
 
 def predict(
@@ -144,6 +179,7 @@ def predict(
     color: str = "rgb",
     as_frame: bool = False,
     tasks: tuple[str, ...] | list[str] = ("keypoints", "emotion"),
+    refine: int = DEFAULT_REFINE,
 ):
     """Keypoints and emotion for every face in ``images``, in this process (no Ray).
 
@@ -158,6 +194,8 @@ def predict(
     ``detector``: a detector name (``"haar"``, ``"mtcnn"``), config or dict
     (:func:`facepipe.annotate.detect.detector_config`; default: Haar with its defaults).
     ``tasks``: the models to run (a face then has no keypoints, or no emotion, for a task left out).
+    ``refine``: second passes of a keypoint model trained on photos (re-crop each face around its
+    predicted points as training framed faces from their labels, predict again; 0: one pass).
 
     Returns one dict per item (a single dict for a single item)::
 
@@ -175,7 +213,7 @@ def predict(
         keypoints_model = default_model("keypoints", keypoints_model)
         emotion_model = default_model("emotion", emotion_model)
         annotator = _cached_annotator(str(Path(keypoints_model).resolve()), str(Path(emotion_model).resolve()), device, int(batch_size),
-                                      tuple(tasks))
+                                      tuple(tasks), int(refine))
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
     det = detector_config(detector)

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from facepipe.annotate.config import LOCAL_MAX_FILES, PLOT_CHOICES, AnnotateConfig, AnnotateError
 from facepipe.annotate.detect import DetectorConfig, detector_config, get_detector
-from facepipe.annotate.infer import Annotator, default_model, load_models_meta
+from facepipe.annotate.infer import Annotator, default_model, keypoints_model_id, load_models_meta
 from facepipe.annotate.io import list_files, real_name
 from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
 from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch
@@ -169,9 +169,9 @@ def annotate(
         run_id=_new_run_id(), inputs=inputs, output=output,
         keypoints_model=str(Path(keypoints_model).resolve()), emotion_model=str(Path(emotion_model).resolve()),
         kp_meta=kp_meta, em_meta=em_meta, det=det,
-        kp_id=model_id(kp_meta) if "keypoints" in used else None, em_id=model_id(em_meta) if "emotion" in used else None,
+        kp_id=keypoints_model_id(kp_meta, cfg.refine) if "keypoints" in used else None, em_id=model_id(em_meta) if "emotion" in used else None,
         schema=build_schema(kp_meta["keypoint_names"], em_meta["class_names"]),
-        prep=PrepareConfig(detector=det, margin=cfg.margin, **model_crops(used)), log=log,
+        prep=PrepareConfig(detector=det, margin=cfg.margin, **model_crops(used, cfg.refine)), log=log,
     )
     for note in (_generated_note(used), _framing_note(used, det)):
         if note:
@@ -239,7 +239,7 @@ def _load_annotator(run: _Run, cfg: AnnotateConfig) -> Annotator:
     weights that do not fit their meta.json are one line naming the file, not an actor's traceback."""
     try:
         return Annotator(run.keypoints_model, run.emotion_model, device=cfg.device if run.local else "cpu",
-                         torch_threads=cfg.torch_threads, batch_size=cfg.batch_size, tasks=cfg.tasks)
+                         torch_threads=cfg.torch_threads, batch_size=cfg.batch_size, tasks=cfg.tasks, refine=cfg.refine)
     except (ValueError, OSError) as e:
         raise AnnotateError(str(e)) from None
 
@@ -294,7 +294,7 @@ def _ray_batches(records: list[dict], run: _Run, cfg: AnnotateConfig):
     ds = ds.map_batches(prepare_batch, fn_kwargs={"config": run.prep}, batch_size=cfg.files_per_task, batch_format="numpy", num_cpus=prepare_num_cpus)
     ds = ds.map_batches(
         Annotator,
-        fn_constructor_kwargs={"keypoints_model": run.keypoints_model, "emotion_model": run.emotion_model, "device": "cuda" if num_gpus else ("cpu" if device == "auto" else device), "torch_threads": threads, "batch_size": cfg.batch_size, "tasks": cfg.tasks},
+        fn_constructor_kwargs={"keypoints_model": run.keypoints_model, "emotion_model": run.emotion_model, "device": "cuda" if num_gpus else ("cpu" if device == "auto" else device), "torch_threads": threads, "batch_size": cfg.batch_size, "tasks": cfg.tasks, "refine": cfg.refine},
         batch_size=cfg.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=concurrency),

@@ -23,11 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.annotate.crop import crop_resize, square_crop
+from facepipe.annotate.crop import context_square, crop_resize, square_crop
 from facepipe.annotate.detect import DetectorConfig, detector_config, get_detector
 from facepipe.annotate.io import ImageDecodeError, decode_image, to_uint8
 
-__all__ = ["COLOR_ORDERS", "DEFAULT_MARGIN", "PrepareConfig", "array_to_gray", "array_to_image", "model_crops", "model_margins", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
+__all__ = ["COLOR_ORDERS", "DEFAULT_MARGIN", "PrepareConfig", "array_to_gray", "array_to_image", "model_crops", "model_margins", "refine_passes", "CONTEXT_FACTOR", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
 
 #: Fraction of the face box's longer side added on each edge of the square crop.
 DEFAULT_MARGIN = 0.15
@@ -46,6 +46,9 @@ class PrepareConfig:
     #: The margin a model was trained with, per task (meta.json ``framing``; see
     #: :func:`model_margins`): it wins over ``margin``, which serves models without one.
     crop_margins: tuple[tuple[str, float], ...] = ()
+    #: ``(task, factor)``: also keep a view ``factor`` times wider than that task's crop (same
+    #: centre, ``factor x size`` px, column ``crop_<task>_context``) for the model's second pass.
+    crop_contexts: tuple[tuple[str, float], ...] = ()
     #: False: every image is one face already (a crop), no detection.
     detect: bool = True
     #: Threads OpenCV may use inside one task (parallelism comes from Ray; 1 avoids oversubscription).
@@ -60,7 +63,8 @@ class _Rows:
     def __init__(self, config: PrepareConfig):
         self.config = config
         self.cols: dict[str, list] = {}
-        self.crops: dict[str, list[np.ndarray]] = {t: [] for t, _ in config.crop_sizes}
+        self.crop_sizes = crop_columns(config)
+        self.crops: dict[str, list[np.ndarray]] = {c: [] for c in self.crop_sizes}
         self.n = 0
 
     def add(self, crops: dict[str, np.ndarray] | None = None, **values) -> None:
@@ -70,8 +74,8 @@ class _Rows:
         for k, lst in self.cols.items():
             if len(lst) < self.n:
                 lst.append(None)
-        for t, size in self.config.crop_sizes:
-            self.crops[t].append(crops[t] if crops is not None else np.zeros((size, size), np.uint8))
+        for c, size in self.crop_sizes.items():
+            self.crops[c].append(crops[c] if crops is not None else np.zeros((size, size), np.uint8))
 
     def columns(self) -> dict[str, np.ndarray]:
         n = self.n
@@ -96,9 +100,17 @@ class _Rows:
         out["square"] = np.array([[0, 0, 0] if v is None else v for v in self.cols.get("square", [None] * n)], np.int64).reshape(n, 3)
         for t in ("t_read", "t_decode", "t_detect", "t_crop"):
             out[t] = col(t, np.float64, 0.0)
-        for t, size in self.config.crop_sizes:
-            out[f"crop_{t}"] = np.stack(self.crops[t]) if n else np.zeros((0, size, size), np.uint8)
+        for c, size in self.crop_sizes.items():
+            out[c] = np.stack(self.crops[c]) if n else np.zeros((0, size, size), np.uint8)
         return out
+
+
+def crop_columns(config: PrepareConfig) -> dict[str, int]:
+    """``{column: side}`` of the crops a row carries: ``crop_<task>``, and ``crop_<task>_context``."""
+    sizes = {f"crop_{t}": int(size) for t, size in config.crop_sizes}
+    for t, factor in config.crop_contexts:
+        sizes[f"crop_{t}_context"] = int(round(sizes[f"crop_{t}"] * factor))
+    return sizes
 
 
 def model_margins(metas: dict[str, dict]) -> tuple[tuple[str, float], ...]:
@@ -106,10 +118,23 @@ def model_margins(metas: dict[str, dict]) -> tuple[tuple[str, float], ...]:
     return tuple((t, float(m["framing"]["margin"])) for t, m in metas.items() if "margin" in (m.get("framing") or {}))
 
 
-def model_crops(metas: dict[str, dict]) -> dict:
+#: How much wider than the keypoint crop the view is that a second pass re-crops from: room for
+#: the re-framed square to move half a side from the detector's.
+CONTEXT_FACTOR = 2.0
+
+
+def model_crops(metas: dict[str, dict], refine: int = 0) -> dict:
     """The :class:`PrepareConfig` fields that crop each model's input as its ``meta.json`` says
-    (size and framing), for ``{task: meta}``: the job and ``predict`` build their config from it."""
-    return {"crop_sizes": tuple((t, int(m["input_size"])) for t, m in metas.items()), "crop_margins": model_margins(metas)}
+    (size and framing), for ``{task: meta}``, with the keypoint model's wider view when it makes
+    ``refine`` second passes: the job and ``predict`` build their config from it."""
+    return {"crop_sizes": tuple((t, int(m["input_size"])) for t, m in metas.items()), "crop_margins": model_margins(metas),
+            "crop_contexts": (("keypoints", CONTEXT_FACTOR),) if "keypoints" in metas and refine_passes(metas["keypoints"], refine) else ()}
+
+
+def refine_passes(kp_meta: dict, requested: int) -> int:
+    """Second passes a keypoint model makes: ``requested``, for a model that knows how training framed
+    faces from their points (meta.json ``framing.box_from_points``); none for others."""
+    return int(requested) if "box_from_points" in (kp_meta.get("framing") or {}) else 0
 
 
 def _error_message(e: BaseException) -> str:
@@ -142,11 +167,16 @@ def _analyse(rows: _Rows, gray: np.ndarray, base: dict, timings: dict, color: np
         margins = {t: 0.0 for t, _ in cfg.crop_sizes}
     t1 = time.perf_counter()
     faces = []
+    contexts = dict(cfg.crop_contexts)
     for box in boxes:
         squares = {t: square_crop(box, margins[t]) for t, _ in cfg.crop_sizes}
         # The row's square maps keypoint outputs back to the image, so it is the keypoint crop's.
         sq = squares.get("keypoints", next(iter(squares.values())))
-        faces.append((box, sq, {t: crop_resize(gray, squares[t], size) for t, size in cfg.crop_sizes}))
+        crops = {f"crop_{t}": crop_resize(gray, squares[t], size) for t, size in cfg.crop_sizes}
+        for t, size in cfg.crop_sizes:
+            if t in contexts:
+                crops[f"crop_{t}_context"] = crop_resize(gray, context_square(squares[t], contexts[t]), int(round(size * contexts[t])))
+        faces.append((box, sq, crops))
     t2 = time.perf_counter()
     timings = dict(timings, t_detect=t1 - t0, t_crop=t2 - t1)
     if not faces:

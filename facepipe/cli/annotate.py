@@ -30,7 +30,7 @@ SHARED_DETECTOR_FIELDS = tuple(f.name for f in dataclasses.fields(DetectorConfig
 #: :class:`AnnotateConfig` flags by ``--help`` group, in their order there (``verbose`` and
 #: ``local`` are --quiet and --local/--ray).
 MAIN_FLAGS = ("tasks", "recursive", "glob", "include_hidden", "batch_size", "concurrency", "plots", "plot_samples", "limit", "progress")
-CROP_FLAGS = ("margin",)
+CROP_FLAGS = ("margin", "refine")
 EXECUTION_FLAGS = ("device", "num_cpus", "files_per_task", "prepare_num_cpus", "infer_num_cpus", "torch_threads", "part_images", "part_seconds")
 
 

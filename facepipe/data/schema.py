@@ -36,6 +36,26 @@ _IBUG68_PAIRS = [(i, 16 - i) for i in range(8)] + [(17 + i, 26 - i) for i in ran
 _IBUG68_MIRROR = {f"p{a:02d}": f"p{b:02d}" for a, b in _IBUG68_PAIRS} | {f"p{b:02d}": f"p{a:02d}" for a, b in _IBUG68_PAIRS}
 
 
+#: Kaggle's 15 points from iBUG-68 (``p00``..``p67``): the mapping ``ytf15_training`` and
+#: ``ytf_frames_kaggle15.csv`` were made with (an eye centre is the mean of its six contour points).
+IBUG68_TO_KAGGLE15: dict[str, tuple[int, ...]] = {
+    "left_eye_center": tuple(range(42, 48)), "right_eye_center": tuple(range(36, 42)),
+    "left_eye_inner_corner": (42,), "left_eye_outer_corner": (45,), "right_eye_inner_corner": (39,), "right_eye_outer_corner": (36,),
+    "left_eyebrow_inner_end": (22,), "left_eyebrow_outer_end": (26,), "right_eyebrow_inner_end": (21,), "right_eyebrow_outer_end": (17,),
+    "nose_tip": (30,), "mouth_left_corner": (54,), "mouth_right_corner": (48,), "mouth_center_top_lip": (51,), "mouth_center_bottom_lip": (57,),
+}
+
+
+def kaggle15_from_ibug68(points: np.ndarray, names: list[str] | tuple[str, ...]) -> np.ndarray:
+    """Points ``[..., 68, 2]`` named ``p00``..``p67`` (in any order) → Kaggle's 15 ``[..., 15, 2]``, in Kaggle's order."""
+    idx = {n: i for i, n in enumerate(names)}
+    missing = [f"p{i:02d}" for i in range(68) if f"p{i:02d}" not in idx]
+    if missing:
+        raise ValueError(f"not an iBUG-68 point set: {len(missing)} of p00..p67 missing (first {missing[0]})")
+    pts = np.asarray(points, np.float64)
+    return np.stack([pts[..., [idx[f"p{i:02d}"] for i in src], :].mean(-2) for src in IBUG68_TO_KAGGLE15.values()], axis=-2)
+
+
 def _mirror_name(name: str) -> str | None:
     """The name of the mirrored point ('left' <-> 'right', or its iBUG-68 twin), or None if the name has no side."""
     if name in _IBUG68_MIRROR:
