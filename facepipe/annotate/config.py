@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from facepipe.annotate.prepare import DEFAULT_MARGIN
+from facepipe.annotate.prepare import DEFAULT_MARGIN, DEFAULT_REFINE
 from facepipe.flags import field_meta
 
 __all__ = ["AnnotateConfig", "AnnotateError", "PLOT_CHOICES", "LOCAL_MAX_FILES", "TASK_NAMES"]
@@ -48,7 +48,7 @@ class AnnotateConfig:
     margin: float = field(default=DEFAULT_MARGIN, metadata=field_meta(
         "crop margin around a face box, fraction of its side per edge, for models whose meta.json records no framing "
         "(a model trained on photos is cropped as it was trained)"))
-    refine: int = field(default=1, metadata=field_meta(
+    refine: int = field(default=DEFAULT_REFINE, metadata=field_meta(
         "second passes of a keypoint model trained on photos: re-crop each face around its predicted points, framed as its "
         "training framed faces from their labels, and predict again (0: one pass; models without that framing make one pass)",
         metavar="N"))

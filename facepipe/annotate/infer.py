@@ -18,11 +18,8 @@ import numpy as np
 
 from facepipe.annotate.crop import context_square, crop_resize, crop_to_image, square_crop, square_in_crop
 from facepipe.annotate.detect import DetectorConfig, detector_config
-from facepipe.annotate.prepare import CONTEXT_FACTOR, COLOR_ORDERS, DEFAULT_MARGIN, PrepareConfig, model_crops, prepare_items, refine_passes
-
-#: Second passes of the keypoint model by default: a pass more gained 0.003 NME on the photo dev
-#: split and lost 0.9 point of failures (bench/results/keypoints_in_the_wild.md).
-DEFAULT_REFINE = 1
+from facepipe.annotate.prepare import (CONTEXT_FACTOR, COLOR_ORDERS, DEFAULT_MARGIN, DEFAULT_REFINE, PrepareConfig, model_crops, prepare_items,
+                                       refine_passes)
 
 
 def keypoints_model_id(kp_meta: dict, refine: int) -> str:
@@ -113,9 +110,12 @@ class Annotator:
         """
         squares = np.asarray(squares)
         points = crop_to_image(self.kp(crops), squares[:, None, :], self.kp_size)
-        if self.refine and contexts is not None and len(points):
+        if self.refine and len(points):
             from facepipe.data.photos import BoxModel
 
+            if contexts is None:
+                raise ValueError("the keypoint model makes a second pass but the rows carry no crop_keypoints_context: "
+                                 "build the PrepareConfig from Annotator.crops")
             framing = self.kp_meta["framing"]
             box_model, margin = BoxModel(**framing["box_from_points"]), float(framing["margin"])
             n_ctx = contexts.shape[1]

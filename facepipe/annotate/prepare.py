@@ -27,7 +27,7 @@ from facepipe.annotate.crop import context_square, crop_resize, square_crop
 from facepipe.annotate.detect import DetectorConfig, detector_config, get_detector
 from facepipe.annotate.io import ImageDecodeError, decode_image, to_uint8
 
-__all__ = ["COLOR_ORDERS", "DEFAULT_MARGIN", "PrepareConfig", "array_to_gray", "array_to_image", "model_crops", "model_margins", "refine_passes", "CONTEXT_FACTOR", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
+__all__ = ["COLOR_ORDERS", "DEFAULT_MARGIN", "PrepareConfig", "array_to_gray", "array_to_image", "model_crops", "model_margins", "refine_passes", "CONTEXT_FACTOR", "DEFAULT_REFINE", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
 
 #: Fraction of the face box's longer side added on each edge of the square crop.
 DEFAULT_MARGIN = 0.15
@@ -117,6 +117,10 @@ def model_margins(metas: dict[str, dict]) -> tuple[tuple[str, float], ...]:
     """``(task, margin)`` for each model whose ``meta.json`` records the framing it was trained on."""
     return tuple((t, float(m["framing"]["margin"])) for t, m in metas.items() if "margin" in (m.get("framing") or {}))
 
+
+#: Second passes of a keypoint model by default (annotate --refine): one more gained little and
+#: added failures on the photo dev split (bench/results/keypoints_in_the_wild.md).
+DEFAULT_REFINE = 1
 
 #: How much wider than the keypoint crop the view is that a second pass re-crops from: room for
 #: the re-framed square to move half a side from the detector's.
