@@ -139,7 +139,8 @@ class Task:
 
     def members_loss(self, outputs: list[torch.Tensor], batch: dict, meta: dict, mutual: float) -> torch.Tensor:
         """Loss of networks trained together (an ensemble): each member's own loss, plus ``mutual`` x its
-        agreement with the others (deep mutual learning, Zhang et al. 2018); the mean over members."""
+        agreement with the others (deep mutual learning, Zhang et al. 2018); the mean over members
+        (one network: its :meth:`loss`)."""
         total = 0.0
         for i, out in enumerate(outputs):
             total = total + self.loss(out, batch, meta, train=True)

@@ -178,7 +178,7 @@ def train_loop_per_worker(config: dict) -> None:
         log.info(f"[{config['task']}] device {device}, {'bf16 mixed precision' if use_amp else 'fp32'}")
 
     model = models.build_model(meta["task"], meta["arch"], meta["arch_args"], len(meta[task.label_key]))
-    together = config["members"] > 1  # an ensemble's members learn side by side (one loss for all)
+    together = config["members"] > 1  # an ensemble's members learn side by side (one loss for all; one network: its own loss)
     model = ray.train.torch.prepare_model(model)
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     steps_per_epoch = max(1, math.ceil(config["n_train"] / world / config["batch_size"]))
@@ -231,8 +231,8 @@ def train_loop_per_worker(config: dict) -> None:
                 break
             x = models.preprocess(batch["image"], meta, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = model(x, each=True) if together else model(x)
-            loss = task.members_loss(out, batch, meta, config["mutual"]) if together else task.loss(out, batch, meta, train=True)
+                outs = model(x, each=True) if together else [model(x)]
+            loss = task.members_loss(outs, batch, meta, config["mutual"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

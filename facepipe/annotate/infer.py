@@ -21,6 +21,8 @@ from facepipe.annotate.detect import DetectorConfig, detector_config
 from facepipe.annotate.prepare import (CONTEXT_FACTOR, COLOR_ORDERS, DEFAULT_MARGIN, DEFAULT_REFINE, PrepareConfig, model_crops, prepare_items,
                                        refine_passes)
 
+__all__ = ["Annotator", "predict", "load_models_meta", "default_model", "keypoints_model_id"]
+
 
 def keypoints_model_id(kp_meta: dict, refine: int) -> str:
     """The id annotation rows record for the keypoints: the model's, plus its second passes (they
@@ -29,8 +31,6 @@ def keypoints_model_id(kp_meta: dict, refine: int) -> str:
 
     passes = refine_passes(kp_meta, refine)
     return model_id(kp_meta) + (f"+refine{passes}" if passes else "")
-
-__all__ = ["Annotator", "predict", "load_models_meta", "default_model"]
 
 
 def default_model(task: str, path: str | os.PathLike | None) -> str | os.PathLike:

@@ -177,9 +177,8 @@ def _analyse(rows: _Rows, gray: np.ndarray, base: dict, timings: dict, color: np
         # The row's square maps keypoint outputs back to the image, so it is the keypoint crop's.
         sq = squares.get("keypoints", next(iter(squares.values())))
         crops = {f"crop_{t}": crop_resize(gray, squares[t], size) for t, size in cfg.crop_sizes}
-        for t, size in cfg.crop_sizes:
-            if t in contexts:
-                crops[f"crop_{t}_context"] = crop_resize(gray, context_square(squares[t], contexts[t]), int(round(size * contexts[t])))
+        for t, factor in contexts.items():
+            crops[f"crop_{t}_context"] = crop_resize(gray, context_square(squares[t], factor), rows.crop_sizes[f"crop_{t}_context"])
         faces.append((box, sq, crops))
     t2 = time.perf_counter()
     timings = dict(timings, t_detect=t1 - t0, t_crop=t2 - t1)
