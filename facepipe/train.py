@@ -474,13 +474,16 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 #: Settings that fix a run's learning-rate schedule (and its data shards): a resumed run keeps them.
 SCHEDULE_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "num_workers")
+#: Settings that fix the network's shape: the checkpoint's weights only fit the network they came from.
+NETWORK_FIELDS = ("arch", "arch_args", "members")
 
 
 def check_resume_matches(cfg: TrainConfig, run_dir: str) -> None:
-    """Refuse ``--resume`` with other schedule settings than the run was started with.
+    """Refuse ``--resume`` with other schedule or network settings than the run was started with.
 
-    The OneCycle schedule is built from them: resumed with more epochs, the extra epochs would run
-    at the schedule's final ~1e-8 learning rate while meta.json recorded the new values.
+    The OneCycle schedule is built from the schedule's: resumed with more epochs, the extra epochs
+    would run at the schedule's final ~1e-8 learning rate while meta.json recorded the new values.
+    The checkpoint's weights fit only the network they were saved from.
     """
     if "://" in run_dir:  # remote storage: Ray restores from it; nothing to read here
         return
@@ -488,7 +491,12 @@ def check_resume_matches(cfg: TrainConfig, run_dir: str) -> None:
     if not found:
         return
     saved = json.loads(torch.load(found[-1], map_location="cpu", weights_only=True)["config"])
-    changed = [f"{k} {saved.get(k)} -> {getattr(cfg, k)}" for k in SCHEDULE_FIELDS if saved.get(k) != getattr(cfg, k)]
+    now = json.loads(json.dumps(asdict(cfg), default=str))  # as the checkpoint stored it (tuples become lists)
+    changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in NETWORK_FIELDS if saved.get(k) != now[k]]
+    if changed:
+        raise ValueError(f"run {run_dir} cannot resume with another network ({', '.join(changed)}): its checkpoint holds "
+                         "the weights of the old one; resume with its settings, or start a new run (another --name/--output)")
+    changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in SCHEDULE_FIELDS if saved.get(k) != now[k]]
     if changed:
         raise ValueError(f"run {run_dir} cannot resume with other settings ({', '.join(changed)}): its learning-rate schedule "
                          "was built for the old ones; resume with them, or start a new run (another --name/--output)")

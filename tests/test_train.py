@@ -122,6 +122,8 @@ def test_one_worker_emotion_stop_and_resume(gen_data, tmp_path, ray_session):
         train(config("emotion", gen_data["emotion"], tmp_path))
     with pytest.raises(ValueError, match=r"cannot resume with other settings \(epochs 3 -> 5, lr 0.003 -> 0.01\)"):
         train(config("emotion", gen_data["emotion"], tmp_path, resume=True, epochs=5, lr=0.01))
+    with pytest.raises(ValueError, match=r"cannot resume with another network \(members 1 -> 2\)"):
+        train(config("emotion", gen_data["emotion"], tmp_path, resume=True, members=2))
     resumed = train(config("emotion", gen_data["emotion"], tmp_path, resume=True))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[0] == first.history[0]  # the history came back from the checkpoint
