@@ -94,6 +94,38 @@ def photo_split(data: str | os.PathLike, images: str | os.PathLike | None, meta:
     return table, split, extra
 
 
+def _nme_metrics(pred: np.ndarray, sub, photo: dict | None, meta: dict) -> dict:
+    """Interocular-normalised error (NME) of keypoint predictions ``[N, K, 2]`` in crop pixels.
+
+    Photo labels are measured in the photo's pixels (the crop mapped back); Kaggle-style crops in the
+    crop's, which gives the same number when the crops are similarity-aligned, as Kaggle's are.
+    Faces without both eye centres labelled have no NME and are counted apart.
+    """
+    from facepipe.data.photos import nme
+
+    names = meta["keypoint_names"]
+    if photo is not None:
+        from facepipe.annotate.crop import crop_to_image
+
+        pred, true, pixels = crop_to_image(pred, photo["square"][:, None, :], meta["input_size"]), photo["points"], "image"
+    else:
+        true, pixels = np.asarray(sub.keypoints, np.float64).reshape(pred.shape), "crop"
+    try:
+        face_nme, point_nme = nme(pred, true, names)
+    except ValueError:  # no eye centres among the points: nothing to normalise by
+        return {}
+    ok = np.isfinite(face_nme)
+    face_nme, point_nme = face_nme[ok], point_nme[ok]
+    out = {
+        "nme_mean": float(np.mean(face_nme)), "nme_median": float(np.median(face_nme)), "failure_rate": float(np.mean(face_nme > 0.10)),
+        "per_keypoint_nme": {k: float(v) for k, v in zip(names, np.nanmean(point_nme, axis=0))},
+        "nme_pixels": pixels, "nme_faces": int(ok.sum()), "nme_faces_without_eye_centres": int((~ok).sum()),
+    }
+    if photo is not None:
+        out["faces"] = {k: photo[k] for k in ("detected", "framed_from_labels", "bad_photos")}
+    return out
+
+
 def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, output: str | os.PathLike, split: str | None = None,
              tta: bool | str = True, skip_bad_rows: bool = False, batch_size: int = 256, samples: int = 24,
              images: str | os.PathLike | None = None) -> dict:
@@ -125,17 +157,10 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, output: str 
     rng = np.random.default_rng(0)
     show = np.sort(rng.choice(len(sub), size=min(samples, len(sub)), replace=False))
     metrics, headline = task.report(pred, sub, meta, out, show, plots)
-    if photo is not None:
-        from facepipe.annotate.crop import crop_to_image
-        from facepipe.data.photos import nme
-
-        face_nme, point_nme = nme(crop_to_image(pred, photo["square"][:, None, :], meta["input_size"]), photo["points"], meta[task.label_key])
-        metrics.update({
-            "nme_mean": float(np.mean(face_nme)), "nme_median": float(np.median(face_nme)), "failure_rate": float(np.mean(face_nme > 0.10)),
-            "per_keypoint_nme": {k: float(v) for k, v in zip(meta[task.label_key], np.nanmean(point_nme, axis=0))},
-            "faces": {k: photo[k] for k in ("detected", "framed_from_labels", "bad_photos")},
-        })
-        headline += f", NME {metrics['nme_mean']:.4f} in image pixels"
+    if task.name == "keypoints":
+        metrics.update(_nme_metrics(pred, sub, photo, meta))
+        if "nme_mean" in metrics:
+            headline += f", NME {metrics['nme_mean']:.4f} in {metrics['nme_pixels']} pixels"
     metrics.update({"split": split_name, "images": len(sub), "tta": predictor.tta, "model_id": models.model_id(meta), "data": str(data),
                     "skipped_rows": len(table.skipped), "seconds": round(time.perf_counter() - t0, 2)})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

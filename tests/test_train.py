@@ -151,6 +151,13 @@ def test_evaluate_keypoints_writes_per_keypoint_rmse(gen_data, tmp_path):
     err = (pred - t.keypoints) ** 2
     expected = float(np.sqrt(np.nanmean(err)))
     assert out["rmse_px"] == pytest.approx(expected, rel=1e-4)
+    # NME in the crop's pixels: mean point distance over the distance between the labelled eye centres
+    names = list(t.schema.names)
+    eyes = t.keypoints[:, names.index("left_eye_center")] - t.keypoints[:, names.index("right_eye_center")]
+    per_face = np.nanmean(np.hypot(*(pred - t.keypoints).transpose(2, 0, 1)), axis=1) / np.hypot(*eyes.T)
+    has_eyes = np.isfinite(per_face)
+    assert out["nme_pixels"] == "crop" and out["nme_faces"] == has_eyes.sum() and out["nme_faces_without_eye_centres"] == (~has_eyes).sum()
+    assert out["nme_mean"] == pytest.approx(float(per_face[has_eyes].mean()), rel=1e-4)
     lines = (tmp_path / "eval" / "per_keypoint_rmse.csv").read_text().splitlines()
     assert lines[0] == "keypoint,rmse_px,present" and len(lines) == 16
 
