@@ -95,7 +95,7 @@ def photo_split(data: str | os.PathLike, images: str | os.PathLike | None, meta:
 
 
 def _nme_metrics(pred: np.ndarray, sub, photo: dict | None, meta: dict) -> dict:
-    """Interocular-normalised error (NME) of keypoint predictions ``[N, K, 2]`` in crop pixels.
+    """Interocular-normalised error (NME) of keypoint predictions ``[N, K, 2]`` made in model-crop pixels.
 
     Photo labels are measured in the photo's pixels (the crop mapped back); Kaggle-style crops in the
     crop's, which gives the same number when the crops are similarity-aligned, as Kaggle's are.

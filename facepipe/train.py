@@ -491,8 +491,9 @@ def check_resume_matches(cfg: TrainConfig, run_dir: str) -> None:
     if not found:
         return
     saved = json.loads(torch.load(found[-1], map_location="cpu", weights_only=True)["config"])
-    now = json.loads(json.dumps(asdict(cfg), default=str))  # as the checkpoint stored it (tuples become lists)
-    changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in NETWORK_FIELDS if saved.get(k) != now[k]]
+    # compared as the checkpoint stored them (tuples become lists); fields older runs lack are not compared
+    now = json.loads(json.dumps(asdict(cfg), default=str))
+    changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in NETWORK_FIELDS if k in saved and saved[k] != now[k]]
     if changed:
         raise ValueError(f"run {run_dir} cannot resume with another network ({', '.join(changed)}): its checkpoint holds "
                          "the weights of the old one; resume with its settings, or start a new run (another --name/--output)")
