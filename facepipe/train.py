@@ -72,6 +72,9 @@ class TrainConfig:
         "networks of --arch trained together on the same batches and exported as one ensemble (arch: ensemble)"))
     mutual: float = field(default=0.0, metadata=_flag(
         "deep mutual learning: weight of each member's loss towards the others' mean prediction (emotion; needs --members >= 2)"))
+    ema: float = field(default=0.0, metadata=_flag(
+        "decay of an exponential moving average of the weights, updated every step; validation, the best epoch and the "
+        "exported model use the average (0: off; 0.999 averages the last ~1,000 steps)"))
     augment: dict = field(default_factory=dict)
     num_workers: int = field(default=1, metadata=_flag("Train workers (data-parallel, DDP)"))
     cpus_per_worker: float | None = field(default=None, metadata=_flag(
@@ -115,6 +118,8 @@ class TrainConfig:
             raise ValueError(f"members must be >= 1 and mutual >= 0, got members {self.members}, mutual {self.mutual}")
         if self.mutual and self.members < 2:
             raise ValueError("mutual learning needs --members 2 or more")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema is a decay and must be in [0, 1), got {self.ema}")
         if self.mutual and type(task).agreement is Task.agreement:
             raise ValueError(f"mutual learning is not defined for the {self.task} task")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -185,6 +190,12 @@ def train_loop_per_worker(config: dict) -> None:
     total_steps = config["epochs"] * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config["lr"], total_steps=total_steps + world, pct_start=0.25)
 
+    # The average lives beside the trained weights, on every worker alike (DDP keeps the
+    # weights equal), so each rank evaluates its validation shard with the same averaged model.
+    ema = None
+    if config["ema"]:
+        ema = torch.optim.swa_utils.AveragedModel(models.unwrap(model), multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config["ema"]),
+                                                  use_buffers=True)
     start_epoch, history, best = 1, [], None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -193,6 +204,8 @@ def train_loop_per_worker(config: dict) -> None:
         models.unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if ema is not None and "ema" in state:  # else the average starts from the resumed weights
+            ema.load_state_dict(state["ema"])
         start_epoch, history, best = state["epoch"] + 1, list(state["history"]), state.get("best")
         if rank == 0:
             log.info(f"[{config['task']}] resumed from checkpoint of epoch {state['epoch']}")
@@ -236,6 +249,8 @@ def train_loop_per_worker(config: dict) -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(models.unwrap(model))
             if sched.last_epoch < sched.total_steps - 1:
                 sched.step()
             loss_sum += float(loss.detach()) * len(x)
@@ -244,12 +259,13 @@ def train_loop_per_worker(config: dict) -> None:
         if epoch < last_epoch:
             pending = prefetch.submit(open_epoch, epoch + 1)
 
-        model.eval()
+        evaluated = model if ema is None else ema.module
+        evaluated.eval()
         sums, vloss = None, torch.zeros(2, dtype=torch.float64)
         with torch.no_grad():
             for batch in val_shard.iter_torch_batches(batch_size=512, device=device):
                 x = models.preprocess(batch["image"], meta, device)
-                out = model(x)
+                out = evaluated(x)
                 vloss += torch.tensor([float(task.loss(out, batch, meta, train=False)) * len(x), len(x)], dtype=torch.float64)
                 sums = add_sums(sums, {k: v.cpu() for k, v in task.metric_sums(out, batch, meta).items()})
         totals = _all_reduce({**(sums or {}), "vloss": vloss, "train": torch.tensor([loss_sum, seen], dtype=torch.float64)})
@@ -269,7 +285,7 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0 and value is not None and (best is None or (value > best["value"] if task.higher_is_better else value < best["value"])):
             # The exported model is the best epoch by the validation metric (timm's habit), kept
             # in the checkpoint so a resumed run still knows it.
-            best = {"epoch": epoch, "value": value, "model": {k: v.detach().cpu().clone() for k, v in models.unwrap(model).state_dict().items()}}
+            best = {"epoch": epoch, "value": value, "model": {k: v.detach().cpu().clone() for k, v in models.unwrap(evaluated).state_dict().items()}}
         if rank == 0:
             shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items() if k != "epoch")
             ran = [h["seconds"] for h in history[len(history) - (epoch - start_epoch + 1):]]  # this process's epochs
@@ -281,7 +297,8 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 torch.save(
                     {"model": models.unwrap(model).state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "epoch": epoch, "history": history, "config": config["public_config"], "best": best},
+                     "epoch": epoch, "history": history, "config": config["public_config"], "best": best,
+                     **({"ema": ema.state_dict()} if ema is not None else {})},
                     Path(tmp) / STATE,
                 )
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
@@ -445,7 +462,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
     model = models.build_model(cfg.task, arch, arch_args, len(labels))
     history = list(state["history"])
-    best = state.get("best") or {"epoch": state["epoch"], "model": state["model"]}
+    last = state["model"] if "ema" not in state else {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    best = state.get("best") or {"epoch": state["epoch"], "model": last}
     model.load_state_dict(best["model"])
     from facepipe.data.synth import is_generated
 

@@ -256,11 +256,19 @@ def test_networks_trained_together_export_one_ensemble_scored_as_validated(gen_d
         TrainConfig(task="emotion", data=gen_data["emotion"], output=str(tmp_path), mutual=1.0)
     with pytest.raises(ValueError, match="not defined for the keypoints task"):
         TrainConfig(task="keypoints", data=gen_data["keypoints"], output=str(tmp_path), members=2, mutual=1.0)
-    result = train(config("emotion", gen_data["emotion"], tmp_path, epochs=2, members=2, mutual=1.0))
+    with pytest.raises(ValueError, match=r"ema is a decay and must be in \[0, 1\)"):
+        TrainConfig(task="emotion", data=gen_data["emotion"], output=str(tmp_path), ema=1.0)
+    # One epoch, so the best epoch is the last checkpoint's; with --ema the average is what is validated and exported.
+    result = train(config("emotion", gen_data["emotion"], tmp_path, epochs=1, members=2, mutual=1.0, ema=0.9))
     meta = json.loads((result.model_dir / "meta.json").read_text())
     assert meta["arch"] == "ensemble" and [m["arch_args"] for m in meta["arch_args"]["members"]] == [TINY_CNN, TINY_CNN]
     net, _ = load_model(result.model_dir)
     assert len(net.members) == 2 and not torch.equal(next(net.members[0].parameters()), next(net.members[1].parameters()))
+    last = max((p for p in Path(result.run_path).glob("checkpoint_*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    state = torch.load(last / "state.pt", map_location="cpu", weights_only=True)
+    name = "members.0.head.3.weight"
+    assert not torch.equal(state["ema"]["module." + name], state["model"][name])  # the average lags the trained weights
+    assert torch.equal(net.state_dict()[name], state["ema"]["module." + name])
     out = evaluate(result.model_dir, gen_data["emotion"], tmp_path / "eval", tta=False)
     best = next(h for h in result.history if h["epoch"] == meta["best_epoch"])
     assert out["accuracy"] == pytest.approx(best["val_accuracy"], abs=0.5 / out["images"])  # the averaged output is what was validated
