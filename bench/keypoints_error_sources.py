@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> dict:
     import torch
 
     from facepipe.annotate.crop import crop_to_image
-    from facepipe.data.photos import BoxModel, Framing, crop_photos, nme, read_photo_rows
+    from facepipe.data.photos import BoxModel, Framing, crop_photos, model_split_rows, nme
     from facepipe.model_dir import shipped_model
     from facepipe.predictor import Predictor
 
@@ -89,8 +89,7 @@ def main(args: argparse.Namespace) -> dict:
     framing = meta.get("framing", {})
     if "box_from_points" not in framing:
         raise ValueError(f"{model_dir}: meta.json has no framing.box_from_points (not trained on photo labels)")
-    cfg = meta.get("train_config", {})
-    rows = read_photo_rows(args.labels, args.images, val_fraction=cfg.get("val_fraction", 0.1), seed=cfg.get("seed", 0))
+    rows = model_split_rows(args.labels, args.images, meta)
     result = {"bench": "keypoints_error_sources", "keypoints_model": str(model_dir)}
     if args.write_aligned:
         result.update(write_aligned(rows, args.aligned, Path(args.write_aligned)))

@@ -101,17 +101,14 @@ def main(args: argparse.Namespace) -> dict:
     from facepipe.annotate import annotate, read_annotations
     from facepipe.annotate.crop import crop_to_image, square_crop
     from facepipe.annotate.prepare import DEFAULT_MARGIN
-    from facepipe.data.photos import nme, read_photo_rows
+    from facepipe.data.photos import model_split_rows, nme
     from facepipe.model_dir import read_meta, shipped_model
 
     kp_model = args.keypoints_model or shipped_model("keypoints")
     if kp_model is None:
         raise SystemExit("no --keypoints-model given and no shipped keypoint model in this installation")
     meta = read_meta(kp_model)
-    tc = meta.get("train_config", {})
-    val_fraction = args.val_fraction if args.val_fraction is not None else tc.get("val_fraction", 0.1)
-    seed = args.seed if args.seed is not None else tc.get("seed", 0)
-    rows = read_photo_rows(args.labels, args.images, val_fraction=val_fraction, seed=seed)
+    rows = model_split_rows(args.labels, args.images, meta, val_fraction=args.val_fraction, seed=args.seed)
     if args.split != "all":
         rows = rows.select(rows.split == args.split)
     if args.limit:
@@ -120,7 +117,7 @@ def main(args: argparse.Namespace) -> dict:
     if list(meta["keypoint_names"]) != names:
         raise SystemExit(f"{kp_model}: the model's points differ from the labels' ({len(meta['keypoint_names'])} vs {len(names)})")
     print(f"keypoints_in_the_wild: {len(rows)} photos of {len(set(map(str, rows.image)))} files, split {args.split} "
-          f"(val_fraction {val_fraction}, seed {seed}), model {kp_model}", flush=True)
+          f"(the model's person split{', with --val-fraction/--seed' if args.val_fraction is not None or args.seed is not None else ''}), model {kp_model}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="kp_wild_") as tmp:
         inp = Path(tmp) / "photos"

@@ -65,12 +65,10 @@ def photo_split(data: str | os.PathLike, images: str | os.PathLike | None, meta:
     Returns the crops as a table (``image``, ``keypoints``, ``mask``, ``line``), the split's name,
     and ``extra``: points in image pixels, crop squares and how each face was framed.
     """
-    from facepipe.data.photos import crop_photos, detect_batch, face_boxes, read_photo_rows
+    from facepipe.data.photos import crop_photos, detect_batch, face_boxes, model_split_rows
 
-    cfg = meta.get("train_config", {})
     framing = meta.get("framing") or {}
-    rows = read_photo_rows(data, images, skip_bad_rows=skip_bad_rows, val_fraction=cfg.get("val_fraction", 0.1),
-                           seed=cfg.get("seed", 0), image_size=meta["input_size"])
+    rows = model_split_rows(data, images, meta, skip_bad_rows=skip_bad_rows)
     split = split or "val"
     if split != "all":
         rows = rows.select(rows.split == split)

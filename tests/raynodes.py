@@ -27,6 +27,9 @@ RAY_BIN = str(Path(sys.executable).parent / "ray")
 NODE_ENV = "FACEPIPE_TEST_RAY_NODE"
 #: A killed node is declared dead after ~5 s instead of Ray's ~15 s (health check every 1 s, 5 misses).
 FAST_NODE_DEATH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "3000", "RAY_health_check_failure_threshold": "5"}
+#: Ray Train's default 60 s for a (replacement) worker group to start was once too short on 2
+#: loaded cores, while a new node's workers were still importing torch: a flake, not a failure.
+SLOW_MACHINE = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180"}
 
 
 def free_port() -> int:
@@ -120,7 +123,8 @@ class LocalCluster:
         return f"127.0.0.1:{self.gcs_port}"
 
     def _env(self) -> dict:
-        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        env = {**os.environ, **SLOW_MACHINE, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
         for k in ("RAY_ADDRESS", "RAY_RUNTIME_ENV_HOOK", NODE_ENV):
             env.pop(k, None)
         return env

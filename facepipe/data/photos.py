@@ -37,7 +37,7 @@ from facepipe.annotate.prepare import DEFAULT_MARGIN
 from facepipe.data.kaggle import PHOTO_POINTS, BadRow, CSVFormatError, RawTable, raise_or_record, read_raw
 
 __all__ = [
-    "Framing", "BoxModel", "PhotoRows", "group_of", "group_split", "read_photo_rows", "detect_batch", "crop_photos",
+    "Framing", "BoxModel", "PhotoRows", "group_of", "group_split", "read_photo_rows", "model_split_rows", "detect_batch", "crop_photos",
     "face_boxes", "fit_box_model", "match_face", "interocular", "nme",
 ]
 
@@ -279,6 +279,16 @@ def read_photo_rows(path: str | os.PathLike, images: str | os.PathLike | None = 
         raise CSVFormatError(raw.path, None, None, f"no valid rows ({len(raw.skipped)} bad rows skipped)")
     groups = np.array([group_of(v) for v in names[keep]], dtype=object)
     return PhotoRows(raw, str(images_dir), line[keep], names[keep], abs_paths[keep], pts[keep], group_split(groups, val_fraction, seed), raw.skipped)
+
+
+def model_split_rows(path: str | os.PathLike, images: str | os.PathLike | None, meta: dict, *, skip_bad_rows: bool = False,
+                     val_fraction: float | None = None, seed: int | None = None) -> PhotoRows:
+    """:func:`read_photo_rows` split by person as the model of ``meta`` was trained (its ``train_config``'s
+    ``val_fraction`` and ``seed``, unless given here), so its ``val`` rows are people it never saw."""
+    cfg = meta.get("train_config", {})
+    return read_photo_rows(path, images, skip_bad_rows=skip_bad_rows,
+                           val_fraction=cfg.get("val_fraction", 0.1) if val_fraction is None else val_fraction,
+                           seed=cfg.get("seed", 0) if seed is None else seed, image_size=meta.get("input_size"))
 
 
 # --- the two stages (Ray Data map_batches functions, or called in-process) ----------------------
