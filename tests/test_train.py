@@ -38,6 +38,12 @@ def config(task, data, out, **kw):
     return TrainConfig(task=task, data=data, output=str(out), **{**base, **kw})
 
 
+def last_state(run_path: str) -> dict:
+    """The training state in a run's newest checkpoint."""
+    last = max((p for p in Path(run_path).glob("checkpoint_*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    return torch.load(last / "state.pt", map_location="cpu", weights_only=True)
+
+
 def test_masked_mse_ignores_missing_points():
     pred = torch.zeros(2, 3, 2, requires_grad=True)
     target = torch.tensor([[[1.0, 1.0], [float("nan"), float("nan")], [0.5, 0.5]], [[0.2, 0.2], [0.3, 0.3], [float("nan"), float("nan")]]])
@@ -116,7 +122,7 @@ def test_two_workers_keypoints_loss_falls_and_model_dir_reloads(gen_data, tmp_pa
 def test_one_worker_emotion_stop_and_resume(gen_data, tmp_path, ray_session):
     from facepipe.train import train
 
-    first = train(config("emotion", gen_data["emotion"], tmp_path, num_workers=1, stop_after_epoch=1))
+    first = train(config("emotion", gen_data["emotion"], tmp_path, num_workers=1, stop_after_epoch=1, ema=0.9))
     assert [h["epoch"] for h in first.history] == [1]
     with pytest.raises(FileExistsError, match="--resume"):
         train(config("emotion", gen_data["emotion"], tmp_path))
@@ -124,9 +130,13 @@ def test_one_worker_emotion_stop_and_resume(gen_data, tmp_path, ray_session):
         train(config("emotion", gen_data["emotion"], tmp_path, resume=True, epochs=5, lr=0.01))
     with pytest.raises(ValueError, match=r"cannot resume with another network \(members 1 -> 2\)"):
         train(config("emotion", gen_data["emotion"], tmp_path, resume=True, members=2))
-    resumed = train(config("emotion", gen_data["emotion"], tmp_path, resume=True))
+    resumed = train(config("emotion", gen_data["emotion"], tmp_path, resume=True, ema=0.9))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[0] == first.history[0]  # the history came back from the checkpoint
+    # the weight average came back too: it has seen every step of the three epochs, not only the last two
+    train_rows = json.loads((resumed.model_dir / "meta.json").read_text())["data"]["train_rows"]
+    steps = last_state(resumed.run_path)["ema"]["n_averaged"]
+    assert int(steps) == 3 * -(-train_rows // 32)
     from facepipe.data.kaggle import FER_FRAME_MARGIN
 
     # annotation crops this model's input with FER2013's framing (facepipe.annotate.prepare.model_margins)
@@ -264,8 +274,7 @@ def test_networks_trained_together_export_one_ensemble_scored_as_validated(gen_d
     assert meta["arch"] == "ensemble" and [m["arch_args"] for m in meta["arch_args"]["members"]] == [TINY_CNN, TINY_CNN]
     net, _ = load_model(result.model_dir)
     assert len(net.members) == 2 and not torch.equal(next(net.members[0].parameters()), next(net.members[1].parameters()))
-    last = max((p for p in Path(result.run_path).glob("checkpoint_*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    state = torch.load(last / "state.pt", map_location="cpu", weights_only=True)
+    state = last_state(result.run_path)
     name = "members.0.head.3.weight"
     assert not torch.equal(state["ema"]["module." + name], state["model"][name])  # the average lags the trained weights
     assert torch.equal(net.state_dict()[name], state["ema"]["module." + name])
