@@ -93,6 +93,9 @@ class AugmentConfig:
     * ``erase``: probability of random erasing: a rectangle (2-20% of the area) filled with
       a random grey level. Keypoint labels are kept (the point is occluded, not absent).
     * ``noise_std``: standard deviation of additive Gaussian noise as a fraction of 255.
+    * ``crop``: side in pixels of a random square crop taken last (0: keep the full image).
+      The network then trains on smaller inputs (cheaper steps) and its global pooling lets it
+      predict on the full image; keypoints move with the crop and leave it masked.
 
     Invalid values raise ValueError naming the field.
     """
@@ -116,10 +119,18 @@ class AugmentConfig:
         "probability of erasing a random rectangle with a random grey"))
     noise_std: float = field(default=0.0, metadata=_help(
         "std of additive Gaussian noise as a fraction of 255", flag="--noise"))
+    crop: int = field(default=0, metadata=_help(
+        "side in pixels of a random square training crop, taken after the other augmentations (0: the full image)"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "crop":
+                if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                        or not float(value).is_integer() or value < 0:
+                    raise ValueError(f"AugmentConfig.crop is a side in pixels and must be a whole number >= 0, got {value!r}")
+                object.__setattr__(self, f.name, int(value))
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise ValueError(f"AugmentConfig.{f.name} must be a number, got {value!r}")
             value = float(value)
@@ -143,11 +154,11 @@ class AugmentConfig:
             # Keypoint targets near the face border leave the frame under strong geometry,
             # so keep shifts/zoom moderate (out-of-frame points get masked, not clamped).
             "keypoints": dict(hflip=0.5, vflip=0.0, rotate_deg=10.0, shift=0.08, scale=0.08,
-                              brightness=0.2, contrast=0.2, erase=0.0, noise_std=0.0),
+                              brightness=0.2, contrast=0.2, erase=0.0, noise_std=0.0, crop=0),
             # FER2013 crops are loose and labels don't move, so shifts can be a bit larger; rotation
             # and zoom stay mild because a short CPU budget cannot afford much extra difficulty.
             "emotion": dict(hflip=0.5, vflip=0.0, rotate_deg=5.0, shift=0.1, scale=0.05,
-                            brightness=0.2, contrast=0.2, erase=0.0, noise_std=0.0),
+                            brightness=0.2, contrast=0.2, erase=0.0, noise_std=0.0, crop=0),
         }
         if task not in presets:
             raise ValueError(f"unknown task {task!r}; expected one of {sorted(presets)}")
@@ -157,11 +168,11 @@ class AugmentConfig:
     def none(cls) -> "AugmentConfig":
         """The identity: no geometry, no photometric change (images come back byte-identical)."""
         return cls(hflip=0.0, vflip=0.0, rotate_deg=0.0, shift=0.0, scale=0.0,
-                   brightness=0.0, contrast=0.0, erase=0.0, noise_std=0.0)
+                   brightness=0.0, contrast=0.0, erase=0.0, noise_std=0.0, crop=0)
 
     @property
     def has_geometry(self) -> bool:
-        return any(getattr(self, n) > 0 for n in ("hflip", "vflip", "rotate_deg", "shift", "scale"))
+        return any(getattr(self, n) > 0 for n in ("hflip", "vflip", "rotate_deg", "shift", "scale", "crop"))
 
     @property
     def has_photometric(self) -> bool:
@@ -171,7 +182,7 @@ class AugmentConfig:
     def is_identity(self) -> bool:
         return not (self.has_geometry or self.has_photometric)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | int]:
         return dataclasses.asdict(self)
 
     @classmethod
@@ -416,8 +427,34 @@ def augment_batch(batch: Mapping[str, np.ndarray], config: AugmentConfig, rng: n
                 out["mask"] = present.astype(mask.dtype, copy=False)
     if config.has_photometric:
         images = _photometric(images, config, rng)
+    if config.crop:
+        # Drawn last, so a crop leaves every other draw of the same rng state unchanged.
+        images = _random_crop(out, images, config.crop, rng)
     out["image"] = images
     return out
+
+
+def _random_crop(out: dict[str, np.ndarray], images: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
+    """Cut a random ``side`` x ``side`` square from each image; moves ``out``'s keypoints/mask with it."""
+    B, H, W = images.shape
+    if side > min(H, W):
+        raise ValueError(f"AugmentConfig.crop is {side} px, larger than the {H}x{W} images")
+    left = rng.integers(0, W - side + 1, B)
+    top = rng.integers(0, H - side + 1, B)
+    crops = np.empty((B, side, side), dtype=images.dtype)
+    for b in range(B):
+        crops[b] = images[b, top[b]:top[b] + side, left[b]:left[b] + side]
+    if "keypoints" in out:
+        shift = np.zeros((B, 2, 3))
+        shift[:, 0, 0] = shift[:, 1, 1] = 1.0
+        shift[:, 0, 2], shift[:, 1, 2] = -left, -top
+        mask = out.get("mask")
+        kp, present = _move_keypoints(np.asarray(out["keypoints"]), None if mask is None else np.asarray(mask), shift,
+                                      np.zeros(B, dtype=bool), None, side, side)
+        out["keypoints"] = kp
+        if mask is not None:
+            out["mask"] = present.astype(np.asarray(mask).dtype, copy=False)
+    return crops
 
 
 def hflip_batch(batch: Mapping[str, np.ndarray],

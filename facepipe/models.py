@@ -246,11 +246,26 @@ def count_parameters(model: nn.Module) -> int:
 # --- pre/post-processing shared by training, evaluation and annotation -------------------------
 
 
-def preprocess(images: np.ndarray | torch.Tensor, meta: dict, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 [N, H, W] → float [N, 1, H, W] normalised as the model was trained."""
+def view_side(meta: dict) -> int:
+    """Side of the window the network sees: ``meta["crop"]`` for a model trained on random crops
+    (the centre of the ``input_size`` image), else ``input_size``."""
+    return int(meta.get("crop") or meta["input_size"])
+
+
+def preprocess(images: np.ndarray | torch.Tensor, meta: dict, device: torch.device | str = "cpu", centre: bool = True) -> torch.Tensor:
+    """uint8 [N, H, W] → float [N, 1, H, W] normalised as the model was trained.
+
+    For a model trained on random crops (``meta["crop"]``), ``input_size`` images are cut to their
+    centre window (``centre=False`` keeps them whole, for views chosen by the caller); images
+    already at the crop side (training batches) pass as they are.
+    """
     x = torch.as_tensor(images, device=device)
     if x.dtype != torch.uint8:
         raise TypeError(f"images must be uint8 until preprocessing, got {x.dtype}")
+    side = view_side(meta)
+    if centre and x.shape[-1] > side:
+        o = (x.shape[-1] - side) // 2
+        x = x[..., o:o + side, o:o + side]
     norm = meta["normalization"]
     x = ((x.float() / 255.0 - norm["mean"]) / norm["std"]).unsqueeze(1)
     return x.contiguous(memory_format=torch.channels_last)
@@ -346,13 +361,13 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
 #: meta.json fields that describe one trained network, kept per member in an ensemble's ``members``.
 _MEMBER_FIELDS = ("arch", "arch_args", "model_id", "num_parameters", "trained_epochs", "best_epoch", "train_config", "metrics", "created")
 #: Fields every member must share: the ensemble feeds all of them the same input.
-_SHARED_FIELDS = ("task", "input_size", "normalization", "framing")
+_SHARED_FIELDS = ("task", "input_size", "crop", "normalization", "framing")
 
 
 def save_ensemble(member_dirs: list[str | os.PathLike], output: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
     """One model directory that runs the trained models in ``member_dirs`` and averages them.
 
-    The members must share task, labels, input size, normalisation and framing (else ValueError
+    The members must share task, labels, input size and crop, normalisation and framing (else ValueError
     naming the field); the new ``meta.json`` keeps the first member's data and training facts and
     lists every member's architecture, training settings and metrics under ``members``.
     ``dtype`` defaults to the first member's stored weight type.

@@ -56,6 +56,8 @@ class Predictor:
         if self.tta not in TTA_MODES:
             raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
         self.size = int(meta["input_size"])
+        #: The window the network sees: the whole image, or the centre of it for a model trained on crops.
+        self.view = models.view_side(meta)
         d = max(1, round(CROP_SHIFT * self.size))
         self._shifts = [(0, 0)] + ([(d, 0), (-d, 0), (0, d), (0, -d)] if self.tta == "crops" else [])
         perm = self.task.flip_permutation(list(meta[self.task.label_key]))
@@ -77,10 +79,13 @@ class Predictor:
         """The decoded outputs for ``x`` averaged over the TTA views."""
         total = None
         d = max(abs(v) for shift in self._shifts for v in shift)
-        padded = torch.nn.functional.pad(x, (d, d, d, d), mode="replicate") if d else x
+        o = (self.size - self.view) // 2  # the centre window's corner
+        p = max(d - o, 0)  # shifted windows past the image's edge see replicated border pixels
+        padded = torch.nn.functional.pad(x, (p, p, p, p), mode="replicate") if p else x
         for dx, dy in self._shifts:
-            # Content moved by (dx, dy): the window starts (dx, dy) before the original's corner.
-            view = padded[..., d - dy : d - dy + self.size, d - dx : d - dx + self.size] if d else x
+            # Content moved by (dx, dy): the window starts (dx, dy) before the centre window's corner.
+            top, left = p + o - dy, p + o - dx
+            view = padded[..., top : top + self.view, left : left + self.view]
             outs = [self.task.untranslate(self.task.decode(self.model(view), self.meta), dx, dy)]
             if self.tta != "none":
                 mirrored = self.task.decode(self.model(torch.flip(view, dims=[3])), self.meta)
@@ -96,7 +101,7 @@ class Predictor:
             raise ValueError(f"expected images [N, {self.size}, {self.size}], got {images.shape}")
         outs = []
         for i in range(0, len(images), self.batch_size):
-            x = models.preprocess(np.ascontiguousarray(images[i : i + self.batch_size]), self.meta, self.device)
+            x = models.preprocess(np.ascontiguousarray(images[i : i + self.batch_size]), self.meta, self.device, centre=False)
             outs.append(self._views(x).float().cpu().numpy())
         if not outs:
             return np.zeros((0, *self.task.output_shape(self.meta)), np.float32)

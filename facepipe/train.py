@@ -128,7 +128,12 @@ class TrainConfig:
         self.storage_path = self.storage_path or str(Path(self.output) / "ray_results")
         if "://" not in self.storage_path:
             self.storage_path = str(Path(self.storage_path).resolve())
-        AugmentConfig.from_dict({**asdict(AugmentConfig.for_task(self.task)), **self.augment})  # validate early
+        aug = AugmentConfig.from_dict({**asdict(AugmentConfig.for_task(self.task)), **self.augment})  # validate early
+        if aug.crop and task.name != "emotion":
+            # Keypoint targets are normalised by the model's input side, which a crop would change.
+            raise ValueError(f"a random training crop (--crop) is for the emotion task only, not {self.task}")
+        if aug.crop >= task.input_size:
+            raise ValueError(f"--crop {aug.crop} must be smaller than the {task.input_size}-px input (0: no crop)")
         if self.weights_dtype is not None and self.weights_dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"weights_dtype must be float32, float16 or bfloat16, got {self.weights_dtype!r}")
 
@@ -397,6 +402,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     meta = models.make_meta(cfg.task, arch, arch_args, size, labels, mean, std)
     label_batches = train_ds.select_columns(list(task.label_columns)).iter_batches(batch_size=4096, batch_format="numpy")
     meta.update(task.data_meta(label_batches, cfg.data, train_split))
+    if cfg.augment.get("crop"):
+        meta["crop"] = int(cfg.augment["crop"])  # every later use of the model sees the centre window of this side
     if photo:
         # Annotation crops this model's input with exactly this framing (facepipe.annotate.prepare).
         meta["framing"] = {"margin": photo["framing"]["margin"], "detector": photo["detector_description"], "detector_config": photo["detector"],

@@ -227,6 +227,33 @@ def test_points_pushed_out_of_frame_are_masked_and_nan():
     assert not out["mask"][~batch["mask"]].any()
 
 
+def test_random_crop_cuts_the_augmented_image_and_moves_points_with_it():
+    batch = make_batch(B=32, seed=7)
+    side = 80
+    geometry = AugmentConfig(hflip=0.5, rotate_deg=10.0, shift=0.05, scale=0.05, brightness=0.0, contrast=0.0)
+    cropped = dataclasses.replace(geometry, crop=side)
+    full = augment_batch(batch, geometry, np.random.default_rng(4), PERM)
+    out = augment_batch(batch, cropped, np.random.default_rng(4), PERM)
+    assert out["image"].shape == (32, side, side) and out["image"].dtype == np.uint8
+    # The crop is drawn last: each output is a square window of the uncropped augmentation.
+    offsets = []
+    for b in range(32):
+        hits = [(x, y) for y in range(SIZE - side + 1) for x in range(SIZE - side + 1)
+                if np.array_equal(full["image"][b, y:y + side, x:x + side], out["image"][b])]
+        assert hits, b
+        offsets.append(hits[0])
+        x, y = hits[0]
+        moved = full["keypoints"][b] - np.array([x, y], np.float32)
+        inside = full["mask"][b] & ((moved >= 0) & (moved <= side - 1)).all(-1)
+        np.testing.assert_array_equal(out["mask"][b], inside)
+        np.testing.assert_allclose(out["keypoints"][b][inside], moved[inside], atol=1e-4)
+        assert np.isnan(out["keypoints"][b][~inside]).all()
+    assert len(set(offsets)) > 8  # the windows really vary
+    assert (out["mask"].sum() < full["mask"].sum())  # and some points really left the crop
+    with pytest.raises(ValueError, match="crop"):
+        augment_batch(batch, dataclasses.replace(geometry, crop=SIZE + 1), np.random.default_rng(0), PERM)
+
+
 # ------------------------------------------------------------------ photometric
 
 
@@ -293,6 +320,7 @@ def test_emotion_preset_on_48px_without_keypoints():
     ("hflip", 1.5), ("hflip", -0.1), ("vflip", 2.0), ("erase", -1.0), ("hflip", float("nan")),
     ("rotate_deg", -5.0), ("shift", -0.1), ("scale", -0.1), ("brightness", -0.2),
     ("contrast", -0.2), ("noise_std", -0.01), ("scale", 1.0), ("shift", 0.9), ("rotate_deg", float("inf")),
+    ("crop", -8), ("crop", 40.5), ("crop", True),
 ])
 def test_invalid_config_raises_naming_the_field(name, value):
     with pytest.raises(ValueError, match=name):

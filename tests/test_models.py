@@ -140,3 +140,39 @@ def test_ensemble_refuses_members_that_see_different_inputs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "'normalization'" in err and str(b) in err and not (tmp_path / "ens").exists()
     assert cli(["ensemble", str(a), "--output", str(tmp_path / "ens")]) == 2
+
+
+class _Recorder(torch.nn.Module):
+    """Seven equal logits for every input; keeps each view it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return torch.zeros(len(x), 7)
+
+
+@pytest.mark.parametrize("tta", ["none", "crops"])
+def test_a_model_trained_on_crops_sees_windows_of_its_crop_side_inside_the_image(tta):
+    """meta["crop"] (training on random 40-px crops): the centre window without TTA, and the
+    shifted views are real 40-px windows of the 48-px face, not padded ones."""
+    from facepipe.data.schema import EMOTIONS
+    from facepipe.predictor import Predictor
+
+    meta = {**models.make_meta("emotion", "vgg_cnn", {}, 48, list(EMOTIONS), 0.0, 1.0), "crop": 40}
+    img = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    full = models.preprocess(img, meta, centre=False)
+    torch.testing.assert_close(models.preprocess(img, meta), full[..., 4:44, 4:44])
+    assert models.preprocess(img[:, :40, :40], meta).shape[-1] == 40  # training batches are already cut
+    net = _Recorder()
+    Predictor(net, meta, tta=tta)(img)
+    views = net.seen[::2] if tta == "crops" else net.seen  # every second one is the mirror image
+    corners = set()
+    for v in views:
+        assert v.shape[-2:] == (40, 40)
+        found = [(t, l) for t in range(9) for l in range(9) if torch.equal(full[..., t:t + 40, l:l + 40], v)]
+        assert found, "a view is not a window of the image"
+        corners.add(found[0])
+    assert corners == ({(4, 4)} if tta == "none" else {(4, 4), (4, 2), (4, 6), (2, 4), (6, 4)})

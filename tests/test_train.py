@@ -268,9 +268,15 @@ def test_networks_trained_together_export_one_ensemble_scored_as_validated(gen_d
         TrainConfig(task="keypoints", data=gen_data["keypoints"], output=str(tmp_path), members=2, mutual=1.0)
     with pytest.raises(ValueError, match=r"ema is a decay and must be in \[0, 1\)"):
         TrainConfig(task="emotion", data=gen_data["emotion"], output=str(tmp_path), ema=1.0)
+    with pytest.raises(ValueError, match="emotion task only"):
+        TrainConfig(task="keypoints", data=gen_data["keypoints"], output=str(tmp_path), augment={"crop": 80})
+    with pytest.raises(ValueError, match="smaller than the 48-px input"):
+        TrainConfig(task="emotion", data=gen_data["emotion"], output=str(tmp_path), augment={"crop": 48})
     # One epoch, so the best epoch is the last checkpoint's; with --ema the average is what is validated and exported.
-    result = train(config("emotion", gen_data["emotion"], tmp_path, epochs=1, members=2, mutual=1.0, ema=0.9))
+    # Trained on random 40-px crops, validated and evaluated on the whole 48-px faces.
+    result = train(config("emotion", gen_data["emotion"], tmp_path, epochs=1, members=2, mutual=1.0, ema=0.9, augment={"crop": 40}))
     meta = json.loads((result.model_dir / "meta.json").read_text())
+    assert meta["input_size"] == 48 and meta["augment"]["crop"] == 40
     assert meta["arch"] == "ensemble" and [m["arch_args"] for m in meta["arch_args"]["members"]] == [TINY_CNN, TINY_CNN]
     net, _ = load_model(result.model_dir)
     assert len(net.members) == 2 and not torch.equal(next(net.members[0].parameters()), next(net.members[1].parameters()))
