@@ -94,8 +94,9 @@ class AugmentConfig:
       a random grey level. Keypoint labels are kept (the point is occluded, not absent).
     * ``noise_std``: standard deviation of additive Gaussian noise as a fraction of 255.
     * ``crop``: side in pixels of a random square crop taken last (0: keep the full image).
-      The network then trains on smaller inputs (cheaper steps) and its global pooling lets it
-      predict on the full image; keypoints move with the crop and leave it masked.
+      The network then trains on smaller inputs (cheaper steps); training records the side in
+      the model's meta.json and inference shows it the centre window
+      (:func:`facepipe.models.preprocess`). Keypoints move with the crop and leave it masked.
 
     Invalid values raise ValueError naming the field.
     """
