@@ -126,14 +126,13 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"AugmentConfig.{f.name} must be a number, got {value!r}")
             if f.name == "crop":
-                if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                        or not float(value).is_integer() or value < 0:
+                if not float(value).is_integer() or value < 0:
                     raise ValueError(f"AugmentConfig.crop is a side in pixels and must be a whole number >= 0, got {value!r}")
                 object.__setattr__(self, f.name, int(value))
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise ValueError(f"AugmentConfig.{f.name} must be a number, got {value!r}")
             value = float(value)
             if not math.isfinite(value):
                 raise ValueError(f"AugmentConfig.{f.name} must be finite, got {value!r}")

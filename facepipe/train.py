@@ -402,8 +402,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     meta = models.make_meta(cfg.task, arch, arch_args, size, labels, mean, std)
     label_batches = train_ds.select_columns(list(task.label_columns)).iter_batches(batch_size=4096, batch_format="numpy")
     meta.update(task.data_meta(label_batches, cfg.data, train_split))
-    if cfg.augment.get("crop"):
-        meta["crop"] = int(cfg.augment["crop"])  # every later use of the model sees the centre window of this side
+    # Photo sources draw shift and zoom from the detector's measured box noise instead.
+    aug = {**asdict(AugmentConfig.for_task(cfg.task, **({"shift": 0.0, "scale": 0.0} if photo else {}))), **cfg.augment}
+    if aug["crop"]:
+        meta["crop"] = int(aug["crop"])  # every later use of the model sees the centre window of this side
     if photo:
         # Annotation crops this model's input with exactly this framing (facepipe.annotate.prepare).
         meta["framing"] = {"margin": photo["framing"]["margin"], "detector": photo["detector_description"], "detector_config": photo["detector"],
@@ -414,8 +416,6 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     columns = ["image", "line", *task.label_columns]
     train_columns = list(PHOTO_COLUMNS) if photo else columns
-    # Photo sources draw shift and zoom from the detector's measured box noise instead.
-    aug = {**asdict(AugmentConfig.for_task(cfg.task, **({"shift": 0.0, "scale": 0.0} if photo else {}))), **cfg.augment}
     flip = task.flip_permutation(labels) if aug["hflip"] > 0 else None
     # Prepared here, while every CPU is free: only the fractional-CPU augmentation tasks below
     # have to share the machine with the Train workers.

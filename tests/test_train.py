@@ -273,7 +273,7 @@ def test_networks_trained_together_export_one_ensemble_scored_as_validated(gen_d
     with pytest.raises(ValueError, match="smaller than the 48-px input"):
         TrainConfig(task="emotion", data=gen_data["emotion"], output=str(tmp_path), augment={"crop": 48})
     # One epoch, so the best epoch is the last checkpoint's; with --ema the average is what is validated and exported.
-    # Trained on random 40-px crops, validated and evaluated on the whole 48-px faces.
+    # Trained on random 40-px crops, validated and evaluated on the centre 40-px window of the 48-px faces.
     result = train(config("emotion", gen_data["emotion"], tmp_path, epochs=1, members=2, mutual=1.0, ema=0.9, augment={"crop": 40}))
     meta = json.loads((result.model_dir / "meta.json").read_text())
     assert meta["input_size"] == 48 and meta["augment"]["crop"] == 40
