@@ -43,6 +43,7 @@ weights-keypoints: $(STAMP)
 # model directory. The model card states what this gave.
 FER := $(SHARED)/fer2013/fer2013_trainval.csv.gz
 EM_RECIPE ?= --epochs 90 --erase 0.25 --crop 40
+# One word per network: its run directory, a colon, then its own jobs/train.py flags joined by commas.
 EM_MEMBERS ?= s7:--seed=7 s8:--seed=8,--scale=0.2
 weights-emotion: $(STAMP)
 	rm -rf runs/weights-emotion
