@@ -49,7 +49,8 @@ def select_split(table, meta: dict, split: str | None) -> tuple[np.ndarray, str]
         # pixels were bad (and skipped) still took their place in it, so put them back first.
         pixel_bad = [b.line for b in table.skipped if b.column == table.format.pixel_column]
         raw_lines = np.sort(np.concatenate([np.asarray(table.line, np.int64), np.asarray(pixel_bad, np.int64)]))
-        names = assign_splits(len(raw_lines), None, cfg.get("val_fraction", 0.1), cfg.get("seed", 0))[np.searchsorted(raw_lines, table.line)]
+        names = assign_splits(len(raw_lines), None, cfg.get("val_fraction", 0.1), cfg.get("seed", 0),
+                              cfg.get("train_fraction", 1.0))[np.searchsorted(raw_lines, table.line)]
         split = split or "val"
         mask = names == split
     if not mask.any():

@@ -28,7 +28,7 @@ import torch
 
 from facepipe import models
 from facepipe.augment import AugmentConfig
-from facepipe.data.kaggle import FER, FER_FRAME_MARGIN
+from facepipe.data.kaggle import FER, FER_FRAME_MARGIN, PHOTO_POINTS, detect_format
 from facepipe.data.ray_datasets import DATA_TASK_CPUS, FER_TRAIN, FER_VAL, PHOTO_COLUMNS, EpochClock, augment_train_batch, load_splits
 from facepipe.logs import configure as configure_logging, eta, get_logger
 from facepipe.ray_compat import quiet_train_report_logs, without_resource_budget_backpressure
@@ -88,6 +88,9 @@ class TrainConfig:
         "where checkpoints go: local path or URI (s3://, gs://); multi-node needs shared storage", default_text="OUTPUT/ray_results"))
     name: str | None = field(default=None, metadata=_flag("run name", default_text="the task"))
     val_fraction: float = field(default=0.1, metadata=_flag("keypoints: seeded hold-out fraction (FER2013 uses Usage)"))
+    train_fraction: float = field(default=1.0, metadata=_flag(
+        "train on this seeded fraction of the training split (whole people for photo labels), for learning curves; "
+        "the validation split does not change"))
     train_split: str | None = None
     val_split: str | None = None
     seed: int = field(default=0, metadata=_flag("seed for splits, augmentation and initialisation"))
@@ -97,6 +100,9 @@ class TrainConfig:
         "stop after this epoch, as an interruption would (resume later with --resume)", default_text="run all epochs"))
     images: str | None = field(default=None, metadata=_flag(
         "photo labels: the folder their image names are relative to", default_text="the CSV's folder"))
+    input_size: int | None = field(default=None, metadata=_flag(
+        "photo labels: side of the square crop the model sees, recorded in meta.json (annotation crops faces to it)",
+        default_text="96"))
     margin: float | None = field(default=None, metadata=_flag(
         "crop margin around the detector's box at annotation, as a fraction of its side, recorded in meta.json",
         default_text=f"photo labels 0.15, annotation's; FER2013 {FER_FRAME_MARGIN}, which reproduces FER's framing"))
@@ -134,6 +140,8 @@ class TrainConfig:
             raise ValueError(f"a random training crop (--crop) is for the emotion task only, not {self.task}")
         if aug.crop >= task.input_size:
             raise ValueError(f"--crop {aug.crop} must be smaller than the {task.input_size}-px input (0: no crop)")
+        if self.input_size is not None and not 32 <= self.input_size <= 512:
+            raise ValueError(f"input_size must be between 32 and 512 pixels, got {self.input_size}")
         if self.weights_dtype is not None and self.weights_dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"weights_dtype must be float32, float16 or bfloat16, got {self.weights_dtype!r}")
 
@@ -375,9 +383,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.resume:
         check_resume_matches(cfg, run_dir)
 
+    if cfg.input_size is not None and detect_format(cfg.data).name != PHOTO_POINTS:
+        raise ValueError(f"{cfg.data}: --input-size sets the crop side of photo labels; this file's pixel images fix their own side")
     t0 = time.perf_counter()
     splits = load_splits(cfg.data, skip_bad_rows=cfg.skip_bad_rows, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                         images=cfg.images, margin=cfg.margin)
+                         images=cfg.images, margin=cfg.margin, train_fraction=cfg.train_fraction,
+                         image_size=cfg.input_size)
     fmt = splits.format
     photo = splits.photo_info
     if fmt.task != cfg.task or not fmt.has_labels:
@@ -387,6 +398,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     train_ds, val_ds = splits[train_split], splits[val_split]
     n_train, n_val = splits.counts[train_split], splits.counts[val_split]
     skipped = f", {len(splits.skipped)} bad rows skipped" if splits.skipped else ""
+    if cfg.train_fraction != 1.0:
+        skipped += f", training on a {cfg.train_fraction:g} fraction of the training {'people' if photo else 'rows'}"
     log.info(f"[{cfg.task}] data: {n_train} train / {n_val} val rows from {cfg.data}{skipped} ({time.perf_counter() - t0:.1f} s)")
     if photo:
         f = photo["faces"]
@@ -499,6 +512,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 #: Settings that fix a run's learning-rate schedule (and its data shards): a resumed run keeps them.
 SCHEDULE_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "num_workers")
+#: Settings that choose what the network is trained on: a resumed run must see the same.
+DATA_FIELDS = ("input_size", "train_fraction", "val_fraction", "seed")
 #: Settings that fix the network's shape: the checkpoint's weights only fit the network they came from.
 NETWORK_FIELDS = ("arch", "arch_args", "members")
 
@@ -522,6 +537,10 @@ def check_resume_matches(cfg: TrainConfig, run_dir: str) -> None:
     if changed:
         raise ValueError(f"run {run_dir} cannot resume with another network ({', '.join(changed)}): its checkpoint holds "
                          "the weights of the old one; resume with its settings, or start a new run (another --name/--output)")
+    changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in DATA_FIELDS if k in saved and saved[k] != now[k]]
+    if changed:
+        raise ValueError(f"run {run_dir} cannot resume on other data ({', '.join(changed)}): its weights were trained on the "
+                         "old split and crops; resume with its settings, or start a new run (another --name/--output)")
     changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in SCHEDULE_FIELDS if saved.get(k) != now[k]]
     if changed:
         raise ValueError(f"run {run_dir} cannot resume with other settings ({', '.join(changed)}): its learning-rate schedule "

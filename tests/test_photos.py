@@ -92,6 +92,32 @@ def test_split_keeps_each_person_on_one_side(photos):
     assert (group_split(np.array(["a", "a", "b"]), 0.5, 0) == group_split(np.array(["a", "a", "b"]), 0.5, 0)).all()
 
 
+def test_train_fraction_keeps_the_dev_people_and_nests_the_training_people(photos):
+    """A learning curve's runs: same dev people at every fraction, and each fraction's training
+    people are a subset of a larger fraction's."""
+    def people(rows, split):
+        return {n.rsplit("_", 1)[0] for n, s in zip(rows.image, rows.split) if s == split}
+
+    full, half, quarter = (read_photo_rows(photos, val_fraction=0.2, seed=1, train_fraction=f) for f in (1.0, 0.5, 0.25))
+    assert people(full, "val") == people(half, "val") == people(quarter, "val")
+    assert (len(people(full, "train")), len(people(half, "train")), len(people(quarter, "train"))) == (16, 8, 4)
+    assert people(quarter, "train") < people(half, "train") < people(full, "train")
+    assert set(half.split) == {"train", "val"} and len(half) == 3 * (8 + 4)  # the people left out are not read back
+    with pytest.raises(ValueError, match="train_fraction"):
+        read_photo_rows(photos, train_fraction=0.0)
+
+
+def test_train_fraction_of_csv_rows_and_of_fer_training():
+    from facepipe.data.ray_datasets import assign_splits
+
+    full, half = assign_splits(100, None, 0.2, 3), assign_splits(100, None, 0.2, 3, train_fraction=0.5)
+    assert ((full == "val") == (half == "val")).all()
+    assert (half == "train").sum() == 40 and ((half == "train") <= (full == "train")).all()
+    usage = np.array(["Training"] * 10 + ["PublicTest"] * 4, dtype=object)
+    fer = assign_splits(14, usage, train_fraction=0.3)
+    assert (fer[10:] == "PublicTest").all() and (fer == "Training").sum() == 3 and (fer == "unused").sum() == 7
+
+
 def test_training_crops_and_annotation_crops_are_the_same_crop(photos):
     """Same photo, same box, same margin: the training crop is annotation's crop, byte for byte."""
     rows = read_photo_rows(photos)
@@ -207,10 +233,12 @@ def test_a_photo_source_trains_evaluates_and_annotates_with_its_framing(photos, 
     from facepipe.evaluate import evaluate
     from facepipe.train import TrainConfig, train
 
+    # A 64-px input (not the default 96): every stage below must take the side from meta.json.
     cfg = TrainConfig(task="keypoints", data=str(photos), output=str(tmp_path), epochs=2, batch_size=16, arch_args={"width": 16},
-                      margin=0.1, weights_dtype="float16")
+                      margin=0.1, weights_dtype="float16", input_size=64)
     result = train(cfg)
     meta = json.loads((result.model_dir / "meta.json").read_text())
+    assert meta["input_size"] == 64 and max(v for p in meta["mean_shape"] for v in p if v is not None) < 64
     assert meta["framing"]["margin"] == 0.1 and meta["framing"]["box_noise"]["scale"] > 0
     assert meta["data"]["faces"]["train"]["photos"] + meta["data"]["faces"]["val"]["photos"] == 60
     assert meta["data"]["train_rows"] + meta["data"]["val_rows"] == 60 and meta["data"]["val_rows"] > 0

@@ -130,6 +130,10 @@ def test_one_worker_emotion_stop_and_resume(gen_data, tmp_path, ray_session):
         train(config("emotion", gen_data["emotion"], tmp_path, resume=True, epochs=5, lr=0.01))
     with pytest.raises(ValueError, match=r"cannot resume with another network \(members 1 -> 2\)"):
         train(config("emotion", gen_data["emotion"], tmp_path, resume=True, members=2))
+    with pytest.raises(ValueError, match="--input-size sets the crop side of photo labels"):
+        train(config("emotion", gen_data["emotion"], tmp_path / "other", input_size=64))
+    with pytest.raises(ValueError, match=r"cannot resume on other data \(train_fraction 1.0 -> 0.5\)"):
+        train(config("emotion", gen_data["emotion"], tmp_path, resume=True, train_fraction=0.5))
     resumed = train(config("emotion", gen_data["emotion"], tmp_path, resume=True, ema=0.9))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[0] == first.history[0]  # the history came back from the checkpoint

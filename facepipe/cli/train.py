@@ -37,7 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(image,<point>_x,<point>_y,... in image pixels; see --images) for keypoints framed as annotation frames them; "
                         f"with --task {ALL} give one of each (matched by header) (default: generated data, written once under OUTPUT/data)")
     p.add_argument("--output", default="runs/train", help="output folder (default: %(default)s)")
-    add_config_flags(p, TrainConfig, only=("images", "margin"))
+    add_config_flags(p, TrainConfig, only=("images", "margin", "input_size"))
     g = p.add_argument_group("model and optimisation (defaults per task)")
     task_default = {k: _per_task(lambda t, k=k: t.defaults[k]) for k in ("epochs", "batch_size", "lr", "weight_decay")}
     task_default["arch"] = _per_task(lambda t: t.arch)
@@ -58,7 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all)")
     r = p.add_argument_group("runs, checkpoints, data")
-    add_config_flags(r, TrainConfig, only=("storage_path", "name", "resume", "max_failures", "stop_after_epoch", "val_fraction", "seed",
+    add_config_flags(r, TrainConfig, only=("storage_path", "name", "resume", "max_failures", "stop_after_epoch", "val_fraction", "train_fraction", "seed",
                                           "skip_bad_rows", "weights_dtype"))
     r.add_argument("--no-evaluate", action="store_true", help="skip the evaluation after training")
     r.add_argument("--no-tta", action="store_true", help="evaluate without flip test-time augmentation")

@@ -37,7 +37,7 @@ from facepipe.annotate.prepare import DEFAULT_MARGIN
 from facepipe.data.kaggle import PHOTO_POINTS, BadRow, CSVFormatError, RawTable, raise_or_record, read_raw
 
 __all__ = [
-    "Framing", "BoxModel", "PhotoRows", "group_of", "group_split", "read_photo_rows", "model_split_rows", "detect_batch", "crop_photos",
+    "Framing", "BoxModel", "PhotoRows", "group_of", "group_split", "subsample_order", "read_photo_rows", "model_split_rows", "detect_batch", "crop_photos",
     "face_boxes", "fit_box_model", "match_face", "interocular", "nme",
 ]
 
@@ -179,14 +179,36 @@ def group_of(image: str) -> str:
     return _GROUP_SUFFIX.sub("", Path(image).stem)
 
 
-def group_split(groups: np.ndarray, val_fraction: float = 0.1, seed: int = 0) -> np.ndarray:
-    """``train``/``val`` per row, seeded, with every group wholly on one side."""
+def group_split(groups: np.ndarray, val_fraction: float = 0.1, seed: int = 0, train_fraction: float = 1.0) -> np.ndarray:
+    """``train``/``val`` per row, seeded, with every group wholly on one side.
+
+    ``train_fraction`` < 1 keeps that fraction of the training groups (:func:`subsample_order`)
+    and marks the others' rows ``unused``; the ``val`` groups do not change.
+    """
+    uniq = np.array(sorted(set(np.asarray(groups).tolist())), dtype=object)
+    order = subsample_order(len(uniq), val_fraction, seed, train_fraction)
+    by_group = dict(zip(uniq.tolist(), order.tolist()))
+    return np.array([by_group[g] for g in groups], dtype=object)
+
+
+def subsample_order(n: int, val_fraction: float, seed: int, train_fraction: float = 1.0) -> np.ndarray:
+    """``val`` / ``train`` / ``unused`` for ``n`` units (rows or groups), seeded.
+
+    One seeded permutation decides both: its first ``val_fraction`` is ``val``, the next
+    ``train_fraction`` of the rest ``train``. So a smaller ``train_fraction`` (a learning curve)
+    keeps the same ``val`` units and trains on a subset of what a larger one trains on.
+    """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    uniq = np.array(sorted(set(np.asarray(groups).tolist())), dtype=object)
-    n_val = int(round(len(uniq) * val_fraction))
-    val = set(uniq[np.random.default_rng(seed).permutation(len(uniq))[:n_val]].tolist())
-    return np.array(["val" if g in val else "train" for g in groups], dtype=object)
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_fraction))
+    n_train = max(1, int(round((n - n_val) * train_fraction))) if n > n_val else 0
+    out = np.full(n, "unused", dtype=object)
+    out[perm[:n_val]] = "val"
+    out[perm[n_val:n_val + n_train]] = "train"
+    return out
 
 
 @dataclass
@@ -214,8 +236,10 @@ class PhotoRows:
 
 
 def read_photo_rows(path: str | os.PathLike, images: str | os.PathLike | None = None, *, skip_bad_rows: bool = False,
-                    val_fraction: float = 0.1, seed: int = 0, image_size: int | None = None) -> PhotoRows:
+                    val_fraction: float = 0.1, seed: int = 0, image_size: int | None = None, train_fraction: float = 1.0) -> PhotoRows:
     """Read and check a photo-points CSV (structure, numbers, image files); split it by group.
+
+    With ``train_fraction`` < 1 the rows of the training groups left out are not returned.
 
     ``images``: the folder the ``image`` names are relative to (default: the CSV's folder). Bad rows
     (no image name, a missing image file, non-positive width/height, no labelled point) raise
@@ -278,7 +302,9 @@ def read_photo_rows(path: str | os.PathLike, images: str | os.PathLike | None = 
     if not keep.any():
         raise CSVFormatError(raw.path, None, None, f"no valid rows ({len(raw.skipped)} bad rows skipped)")
     groups = np.array([group_of(v) for v in names[keep]], dtype=object)
-    return PhotoRows(raw, str(images_dir), line[keep], names[keep], abs_paths[keep], pts[keep], group_split(groups, val_fraction, seed), raw.skipped)
+    rows = PhotoRows(raw, str(images_dir), line[keep], names[keep], abs_paths[keep], pts[keep],
+                     group_split(groups, val_fraction, seed, train_fraction), raw.skipped)
+    return rows.select(rows.split != "unused")
 
 
 def model_split_rows(path: str | os.PathLike, images: str | os.PathLike | None, meta: dict, *, skip_bad_rows: bool = False,
@@ -288,7 +314,8 @@ def model_split_rows(path: str | os.PathLike, images: str | os.PathLike | None, 
     cfg = meta.get("train_config", {})
     return read_photo_rows(path, images, skip_bad_rows=skip_bad_rows,
                            val_fraction=cfg.get("val_fraction", 0.1) if val_fraction is None else val_fraction,
-                           seed=cfg.get("seed", 0) if seed is None else seed, image_size=meta.get("input_size"))
+                           seed=cfg.get("seed", 0) if seed is None else seed, image_size=meta.get("input_size"),
+                           train_fraction=cfg.get("train_fraction", 1.0))
 
 
 # --- the two stages (Ray Data map_batches functions, or called in-process) ----------------------

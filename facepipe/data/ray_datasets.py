@@ -69,15 +69,21 @@ def parse_batch(batch: pa.Table, fmt: CSVFormat) -> dict[str, np.ndarray]:
     return cols
 
 
-def assign_splits(n: int, usage: np.ndarray | None = None, val_fraction: float = 0.1, seed: int = 0) -> np.ndarray:
-    """Split name per row: FER2013's ``Usage`` when given; otherwise a seeded random ``train``/``val`` split."""
-    if usage is not None:
-        return np.asarray(usage, dtype=object)
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    split = np.full(n, "train", dtype=object)
-    n_val = int(round(n * val_fraction))
-    split[np.random.default_rng(seed).permutation(n)[:n_val]] = "val"
+def assign_splits(n: int, usage: np.ndarray | None = None, val_fraction: float = 0.1, seed: int = 0,
+                  train_fraction: float = 1.0) -> np.ndarray:
+    """Split name per row: FER2013's ``Usage`` when given; otherwise a seeded random ``train``/``val`` split.
+
+    ``train_fraction`` < 1 keeps a seeded fraction of the training rows (``Training`` for FER2013)
+    and names the others ``unused``; the validation rows do not change (:func:`subsample_order`).
+    """
+    from facepipe.data.photos import subsample_order
+
+    if usage is None:
+        return subsample_order(n, val_fraction, seed, train_fraction)
+    split = np.asarray(usage, dtype=object).copy()
+    if train_fraction != 1.0:
+        train = np.flatnonzero(split == FER_TRAIN)
+        split[train] = np.where(subsample_order(len(train), 0.0, seed, train_fraction) == "train", FER_TRAIN, "unused")
     return split
 
 
@@ -92,17 +98,19 @@ def load_splits(
     images: str | os.PathLike | None = None,
     margin: float | None = None,
     detector: dict | None = None,
+    train_fraction: float = 1.0,
 ) -> SplitDatasets:
     """Read, parse (in Ray tasks) and split a Kaggle CSV into materialized Ray datasets.
 
     A photo-points CSV goes to :func:`load_photo_splits` (``images``, ``margin``, ``detector``).
+    ``train_fraction``: see :func:`assign_splits`; rows left out get no dataset.
     """
     if detect_format(path, image_size).name == PHOTO_POINTS:
         return load_photo_splits(path, images=images, margin=margin, detector=detector, skip_bad_rows=skip_bad_rows,
-                                 val_fraction=val_fraction, seed=seed, image_size=image_size)
+                                 val_fraction=val_fraction, seed=seed, image_size=image_size, train_fraction=train_fraction)
     raw = read_raw(path, image_size=image_size)
     usage = raw.table.column("Usage").to_pylist() if "Usage" in raw.format.columns else None
-    split = assign_splits(raw.num_rows, usage, val_fraction, seed)
+    split = assign_splits(raw.num_rows, usage, val_fraction, seed, train_fraction)
     table = raw.table.append_column("split", pa.array(split.astype(str)))
     blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)]
     parsed = ray.data.from_arrow(blocks).map_batches(
@@ -118,7 +126,7 @@ def load_splits(
     raise_or_record(raw, bad, skip_bad_rows)
 
     datasets, counts = {}, {}
-    for name in sorted(set(split.tolist())):
+    for name in sorted(set(split.tolist()) - {"unused"}):
         ds = parsed.filter(expr=f"split == '{name}' and error == ''").drop_columns(["error"]).materialize()
         datasets[name], counts[name] = ds, ds.count()
     return SplitDatasets(raw.path, raw.format, datasets, counts, raw.skipped, raw.blank_lines)
@@ -154,6 +162,7 @@ def load_photo_splits(
     val_fraction: float = 0.1,
     seed: int = 0,
     image_size: int | None = None,
+    train_fraction: float = 1.0,
 ) -> SplitDatasets:
     """Photos + point labels → per-split datasets of crops framed as annotation frames them.
 
@@ -168,7 +177,8 @@ def load_photo_splits(
     from facepipe.annotate.prepare import DEFAULT_MARGIN
     from facepipe.data.photos import detect_batch, fit_box_model, read_photo_rows
 
-    rows = read_photo_rows(path, images, skip_bad_rows=skip_bad_rows, val_fraction=val_fraction, seed=seed, image_size=image_size)
+    rows = read_photo_rows(path, images, skip_bad_rows=skip_bad_rows, val_fraction=val_fraction, seed=seed, image_size=image_size,
+                           train_fraction=train_fraction)
     det_cfg = detector_config(detector)
     size = rows.raw.format.image_size
     items = [{"line": int(l), "abs_path": a, "points": p, "split": s} for l, a, p, s in zip(rows.line, rows.abs_path, rows.points, rows.split)]
