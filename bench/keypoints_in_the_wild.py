@@ -9,8 +9,9 @@ Error: NME = mean point distance / distance between the eye centres, both in ori
 pixels. A photo counts as detected when one of its faces' boxes holds the labelled face's centre
 (the nearest such face is the one measured). ``failure_rate``: share of detected faces with NME >
 0.10; ``nme_p90``: the 90th percentile of the faces' NME (a few near-profile faces with NME near
-1 move the mean; the median and p90 show the rest). ``baseline_box_only``: the model's mean training shape (``meta.json`` ``mean_shape``) placed
-in the same detected box with the same crop: what the detector alone gives.
+1 move the mean; the median and p90 show the rest). ``baseline_box_only``: the model's mean
+training shape (``meta.json`` ``mean_shape``) placed in the same detected box with the same crop:
+what the detector alone gives.
 
 Prints progress, then one JSON line last.
 """

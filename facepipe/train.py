@@ -397,10 +397,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     val_split = cfg.val_split or (FER_VAL if fmt.name == FER else "val")
     train_ds, val_ds = splits[train_split], splits[val_split]
     n_train, n_val = splits.counts[train_split], splits.counts[val_split]
-    skipped = f", {len(splits.skipped)} bad rows skipped" if splits.skipped else ""
+    notes = f", {len(splits.skipped)} bad rows skipped" if splits.skipped else ""
     if cfg.train_fraction != 1.0:
-        skipped += f", training on a {cfg.train_fraction:g} fraction of the training {'people' if photo else 'rows'}"
-    log.info(f"[{cfg.task}] data: {n_train} train / {n_val} val rows from {cfg.data}{skipped} ({time.perf_counter() - t0:.1f} s)")
+        notes += f", training on a {cfg.train_fraction:g} fraction of the training {'people' if photo else 'rows'}"
+    log.info(f"[{cfg.task}] data: {n_train} train / {n_val} val rows from {cfg.data}{notes} ({time.perf_counter() - t0:.1f} s)")
     if photo:
         f = photo["faces"]
         log.info(f"[{cfg.task}] faces framed by the detector: train {f['train']['detected']}/{f['train']['photos']}, val "
