@@ -118,11 +118,12 @@ def _naive(files: list[Path], kp_dir: str, em_dir: str, threads: int | None = No
 def _naive_loop(files: list[Path], kp_dir: str, em_dir: str) -> dict:
     import torch
 
-    from facepipe.annotate.crop import crop_resize, crop_to_image, square_crop
-    from facepipe.annotate.detect import detect_faces, detector_config
-    from facepipe.annotate.io import decode_image
-    from facepipe.annotate.prepare import DEFAULT_MARGIN
-    from facepipe.models import load_model, preprocess, to_pixels
+    from facepipe.faces.crop import crop_resize, crop_to_image, square_crop
+    from facepipe.faces.detect import detect_faces, detector_config
+    from facepipe.faces.decode import decode_image
+    from facepipe.faces.framing import DEFAULT_MARGIN
+    from facepipe.coords import to_pixels
+    from facepipe.models import load_model, preprocess
 
     kp, kp_meta = load_model(kp_dir)
     em, em_meta = load_model(em_dir)
@@ -151,10 +152,10 @@ def _stage_costs(files: list[Path], kp_dir: str, em_dir: str, batch_size: int) -
     """Per-stage costs measured in isolation: decode+detect on one core, models batched."""
     import torch
 
-    from facepipe.annotate.crop import crop_resize, square_crop
-    from facepipe.annotate.detect import detect_faces, detector_config
-    from facepipe.annotate.io import decode_image
-    from facepipe.annotate.prepare import DEFAULT_MARGIN
+    from facepipe.faces.crop import crop_resize, square_crop
+    from facepipe.faces.detect import detect_faces, detector_config
+    from facepipe.faces.decode import decode_image
+    from facepipe.faces.framing import DEFAULT_MARGIN
     from facepipe.models import load_model, preprocess
 
     det = detector_config()  # the job's default detector

@@ -1,11 +1,11 @@
-"""Benchmark: every face detector of the registry (``facepipe.annotate.detect.DETECTORS``), side by side.
+"""Benchmark: every face detector of the registry (``facepipe.faces.detect.DETECTORS``), side by side.
 
 Each image is decoded as the annotation job decodes it (by content, EXIF upright) and handed to a
 detector as the job hands it over (gray, or the BGR image to a detector that uses colour), with the
 detector's default settings unless ``--detectors`` sets some (``mtcnn:min_size=30,max_side=480``).
 
 * ``ytf``: the YouTube Faces frames of ../shared (``ytf_frames_kaggle15.csv``, labels in image
-  pixels). A frame counts as detected when the box that :func:`facepipe.data.photos.match_face`
+  pixels). A frame counts as detected when the box that :func:`facepipe.faces.framing.match_face`
   picks for the two labelled eye centres (the rule training uses: a box holding their midpoint,
   the nearest) holds both of them. Also: boxes beyond that face (``extra_boxes``; the frames show
   one labelled person, so mostly false positives), the median box side in interocular distances
@@ -73,7 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def parse_detector(spec: str):
     """``name`` or ``name:key=value,key=value`` → a detector config (values parsed as JSON, else text)."""
-    from facepipe.annotate.detect import detector_config
+    from facepipe.faces.detect import detector_config
 
     name, _, rest = spec.partition(":")
     fields = {}
@@ -96,7 +96,7 @@ def _spaced(n: int, limit: int) -> np.ndarray:
 def ytf_frames(csv: Path, limit: int):
     import pandas as pd
 
-    from facepipe.annotate.io import decode_image
+    from facepipe.faces.decode import decode_image
 
     rows = pd.read_csv(csv)
     for i in _spaced(len(rows), limit):
@@ -119,7 +119,7 @@ def fer_photos(csv: Path, limit: int):
 
 
 def real_photos(folder: Path, limit: int):
-    from facepipe.annotate.io import decode_image
+    from facepipe.faces.decode import decode_image
 
     files = sorted(p for p in folder.iterdir() if p.is_file())
     for i in _spaced(len(files), limit):
@@ -184,7 +184,7 @@ def ytf_backgrounds(csv: Path, n: int):
     import cv2
     import pandas as pd
 
-    from facepipe.annotate.io import decode_image
+    from facepipe.faces.decode import decode_image
 
     rows = pd.read_csv(csv)
     xs = [c for c in rows.columns if c.endswith("_x")]
@@ -236,7 +236,7 @@ class Tally:
         self.labelled = False
 
     def add(self, found, dt: float, eyes: np.ndarray | None) -> None:
-        from facepipe.data.photos import match_face
+        from facepipe.faces.framing import match_face
 
         n = len(found.boxes)
         self.images += 1
@@ -347,7 +347,7 @@ def _cpu_name() -> str:
 def main(args: argparse.Namespace) -> dict:
     import cv2
 
-    from facepipe.annotate.detect import DETECTORS, get_detector
+    from facepipe.faces.detect import DETECTORS, get_detector
 
     specs = args.detectors or list(DETECTORS)
     configs = [parse_detector(s) for s in specs]

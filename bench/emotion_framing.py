@@ -1,8 +1,8 @@
 """Benchmark: how the annotation job's Haar detector frames FER2013 faces, to pick the emotion crop.
 
 FER2013 faces (48x48) are registered so that the face fills most of the frame; the emotion model
-learnt that framing. The annotation job finds faces with :func:`facepipe.annotate.detect.detect_faces`
-(the default detector, Haar: :func:`~facepipe.annotate.detect.detector_config`) and crops with ``square_crop(box, margin)``
+learnt that framing. The annotation job finds faces with :func:`facepipe.faces.detect.detect_faces`
+(the default detector, Haar: :func:`~facepipe.faces.detect.detector_config`) and crops with ``square_crop(box, margin)``
 + ``crop_resize(gray, square, 48)``, so the margin (and a vertical offset) must map a detector box
 back onto FER's frame.
 
@@ -37,7 +37,7 @@ UPSCALE = 3
 BORDER = 48
 GREY = 128
 FRAME = (BORDER, BORDER, FER * UPSCALE)  # x0, y0, side of the FER face inside the photo
-DEFAULT_MARGIN = 0.15  # facepipe.annotate.prepare.DEFAULT_MARGIN, checked in main()
+DEFAULT_MARGIN = 0.15  # facepipe.faces.framing.DEFAULT_MARGIN, checked in main()
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -85,9 +85,9 @@ def robust(values: np.ndarray) -> dict:
 def main(args: argparse.Namespace) -> dict:
     import cv2
 
-    from facepipe.annotate.crop import crop_resize, square_crop
-    from facepipe.annotate.detect import detect_faces, detector_config
-    from facepipe.annotate.prepare import DEFAULT_MARGIN as ANNOTATE_MARGIN
+    from facepipe.faces.crop import crop_resize, square_crop
+    from facepipe.faces.detect import detect_faces, detector_config
+    from facepipe.faces.framing import DEFAULT_MARGIN as ANNOTATE_MARGIN
     from facepipe.data import read_table
     from facepipe.plots import image_grid
 

@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> dict:
 
     from facepipe.annotate import annotate, detector_config, read_annotations
     from facepipe.annotate.infer import default_model
-    from facepipe.annotate.prepare import DEFAULT_MARGIN
+    from facepipe.faces.framing import DEFAULT_MARGIN
     from facepipe.data import read_table
     from facepipe.models import model_id
     from facepipe.predictor import Predictor

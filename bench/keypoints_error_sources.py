@@ -77,8 +77,9 @@ def write_aligned(rows, aligned: str, out: Path) -> dict:
 def main(args: argparse.Namespace) -> dict:
     import torch
 
-    from facepipe.annotate.crop import crop_to_image
-    from facepipe.data.photos import BoxModel, Framing, crop_photos, model_split_rows, nme
+    from facepipe.faces.crop import crop_to_image
+    from facepipe.data.photos import crop_photos, model_split_rows, nme
+    from facepipe.faces.framing import BoxModel, Framing
     from facepipe.model_dir import shipped_model
     from facepipe.predictor import Predictor
 

@@ -59,7 +59,7 @@ def match_faces(df, rows, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.
     Returns ``found`` bool ``[N]``, predicted points ``[N, K, 2]`` and boxes ``[N, 4]`` (NaN when not found).
     """
     from facepipe.annotate.schema import keypoint_columns
-    from facepipe.data.photos import match_face
+    from facepipe.faces.framing import match_face
 
     cols = [c for pair in keypoint_columns(names) for c in pair]
     ok = df[df["status"] == "ok"]
@@ -101,8 +101,8 @@ def summarise(nme_face: np.ndarray, threshold: float) -> dict:
 
 def main(args: argparse.Namespace) -> dict:
     from facepipe.annotate import annotate, read_annotations
-    from facepipe.annotate.crop import crop_to_image, square_crop
-    from facepipe.annotate.prepare import DEFAULT_MARGIN
+    from facepipe.faces.crop import crop_to_image, square_crop
+    from facepipe.faces.framing import DEFAULT_MARGIN
     from facepipe.data.photos import model_split_rows, nme
     from facepipe.model_dir import read_meta, shipped_model
 

@@ -66,7 +66,8 @@ def photo_split(data: str | os.PathLike, images: str | os.PathLike | None, meta:
     Returns the crops as a table (``image``, ``keypoints``, ``mask``, ``line``), the split's name,
     and ``extra``: points in image pixels, crop squares and how each face was framed.
     """
-    from facepipe.data.photos import crop_photos, detect_batch, face_boxes, model_split_rows
+    from facepipe.data.photos import crop_photos, detect_batch, model_split_rows
+    from facepipe.faces.framing import DEFAULT_MARGIN, face_boxes
 
     framing = meta.get("framing") or {}
     rows = model_split_rows(data, images, meta, skip_bad_rows=skip_bad_rows)
@@ -85,7 +86,7 @@ def photo_split(data: str | os.PathLike, images: str | os.PathLike | None, meta:
         box, missed = face_boxes(found["det_box"], found["points"], framing.get("box_from_points"))
     except ValueError as e:
         raise ValueError(f"{data}: {e} (the model's meta.json has no framing.box_from_points)") from None
-    crops = crop_photos({**found, "box": box}, {"margin": framing.get("margin", 0.15)}, meta["input_size"])
+    crops = crop_photos({**found, "box": box}, {"margin": framing.get("margin", DEFAULT_MARGIN)}, meta["input_size"])
     table = FaceTable(str(data), detect_format(data), {"image": crops["image"], "keypoints": crops["keypoints"], "mask": crops["mask"],
                                                      "line": found["line"]}, rows.skipped, rows.raw.blank_lines)
     extra = {"points": np.asarray(found["points"], np.float64), "square": crops["square"], "detected": int((~missed).sum()),
@@ -104,7 +105,7 @@ def _nme_metrics(pred: np.ndarray, sub, photo: dict | None, meta: dict) -> dict:
 
     names = meta["keypoint_names"]
     if photo is not None:
-        from facepipe.annotate.crop import crop_to_image
+        from facepipe.faces.crop import crop_to_image
 
         pred, true, pixels = crop_to_image(pred, photo["square"][:, None, :], meta["input_size"]), photo["points"], "image"
     else:

@@ -13,51 +13,84 @@ from pathlib import Path
 WEIGHTS = "weights.pt"
 META = "meta.json"
 
+#: The meta.json field that names a task's outputs (its points or its classes), per task. The
+#: directory format owns it, so reading and checking a directory needs no task object
+#: (:attr:`facepipe.tasks.Task.label_key` is this entry).
+LABEL_FIELDS = {"keypoints": "keypoint_names", "emotion": "class_names"}
+
 
 def model_id(meta: dict) -> str:
     """A short stable id of a trained model (used by annotation to know what is done)."""
     return meta.get("model_id") or f"{meta['task']}-{meta['arch']}-{meta.get('weights_sha256', 'unknown')[:12]}"
 
 
+#: Largest ``meta.json`` read (the shipped ones are a few KB; an ensemble's lists its members).
+MAX_META_BYTES = 8 * 1024 * 1024
+#: Largest model input side accepted: the networks here see 40-160 px; a side of 100,000 asked
+#: annotation for 4 GB per batch and ``predict`` for 10.9 GB before failing.
+MAX_INPUT_SIZE = 1024
+#: Most outputs (points or classes) a model may name; more is no landmark set (dense meshes have ~500).
+MAX_LABELS = 1000
+
+
 def read_meta(path: str | os.PathLike) -> dict:
-    """``meta.json`` of a model directory; a clear error when ``path`` is not one."""
+    """``meta.json`` of a model directory as a dict; FileNotFoundError / ValueError naming the file
+    when ``path`` is not a model directory or its meta.json is not a JSON object of bounded size."""
     path = Path(path)
-    if not (path / META).exists():
+    meta_path = path / META
+    if not meta_path.is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no {META}); train one with jobs/train.py")
-    return json.loads((path / META).read_text())
+    size = meta_path.stat().st_size
+    if size > MAX_META_BYTES:
+        raise ValueError(f"{meta_path}: {size:,} bytes, more than a model's metadata ({MAX_META_BYTES:,} at most)")
+    try:
+        meta = json.loads(meta_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: holds a {type(meta).__name__}, not an object of model fields")
+    return meta
 
 
 #: What inference reads from meta.json besides the task's label list: (field, type) pairs.
 _REQUIRED = (("arch", str), ("arch_args", dict), ("input_size", int), ("normalization", dict))
 
 
-def check_model_dir(path: str | os.PathLike, task: str) -> dict:
-    """``meta.json`` of a ``task`` model directory, checked before any work: every field inference
-    reads is there with a usable value, and ``weights.pt`` is the file meta.json describes
-    (its sha256, so weights swapped under an old meta.json are not taken for the old model).
-    Raises ValueError / FileNotFoundError naming the file and the field."""
+def check_model_dir(path: str | os.PathLike, task: str | None = None) -> dict:
+    """``meta.json`` of a model directory, checked before any work, for every entry point (annotate,
+    ``predict``, evaluation, loading): it is a ``task`` model (any known task when None), every field
+    inference reads is there with a usable value within bounds (input side, crop, outputs), and
+    ``weights.pt`` is the file meta.json describes (its sha256, so weights swapped under an old
+    meta.json are not taken for the old model). Raises ValueError / FileNotFoundError, one line
+    naming the file and the field."""
     import hashlib
+    import math
 
     path = Path(path)
-    try:
-        meta = read_meta(path)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path / META}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path / META}: holds a {type(meta).__name__}, not an object of model fields")
-    if meta.get("task") != task:
-        raise ValueError(f"{path}: is a {meta.get('task')!r} model, expected a {task!r} model")
-    from facepipe.tasks import get_task  # the task names its label field
-
-    label_key = get_task(task).label_key
+    meta = read_meta(path)
+    file = path / META
+    if task is not None and task not in LABEL_FIELDS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(LABEL_FIELDS)}")
+    if meta.get("task") not in LABEL_FIELDS or (task is not None and meta["task"] != task):
+        raise ValueError(f"{path}: is a {meta.get('task')!r} model, expected a {task or ' or '.join(map(repr, LABEL_FIELDS))} model")
+    label_key = LABEL_FIELDS[meta["task"]]
     for field, typ in (*_REQUIRED, (label_key, list)):
-        if not isinstance(meta.get(field), typ):
-            raise ValueError(f"{path / META}: field {field!r} is missing or not a {typ.__name__}")
-    if meta["input_size"] < 8:
-        raise ValueError(f"{path / META}: field 'input_size' is {meta['input_size']}, not an image side")
+        if not isinstance(meta.get(field), typ) or (typ is int and isinstance(meta.get(field), bool)):
+            raise ValueError(f"{file}: field {field!r} is missing or not a {typ.__name__}")
+    side = meta["input_size"]
+    if not 8 <= side <= MAX_INPUT_SIZE:
+        raise ValueError(f"{file}: field 'input_size' is {side}, not an image side from 8 to {MAX_INPUT_SIZE}")
+    crop = meta.get("crop")
+    if crop is not None and (not isinstance(crop, int) or isinstance(crop, bool) or not 8 <= crop <= side):
+        raise ValueError(f"{file}: field 'crop' is {crop!r}, not a window side from 8 to the input_size {side}")
+    norm = meta["normalization"]
+    if not all(isinstance(norm.get(k), (int, float)) and math.isfinite(norm[k]) for k in ("mean", "std")) or norm["std"] <= 0:
+        raise ValueError(f"{file}: field 'normalization' must hold a finite 'mean' and a positive 'std', got {norm!r}")
     labels = meta[label_key]
-    if not labels or not all(isinstance(n, str) and n for n in labels):
-        raise ValueError(f"{path / META}: {label_key!r} must be a list of non-empty strings")
+    if not 1 <= len(labels) <= MAX_LABELS:
+        raise ValueError(f"{file}: field {label_key!r} lists {len(labels)} names, not 1 to {MAX_LABELS}")
+    if not all(isinstance(n, str) and n for n in labels):
+        raise ValueError(f"{file}: field {label_key!r} must be a list of non-empty strings")
     weights = path / WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{path}: no {WEIGHTS}")

@@ -21,7 +21,8 @@ import torch.nn as nn
 import torchvision
 
 import facepipe
-from facepipe.model_dir import META, WEIGHTS, model_id, read_meta  # noqa: F401  (re-exported)
+from facepipe.model_dir import META, WEIGHTS, check_model_dir, model_id, read_meta  # noqa: F401  (re-exported)
+from facepipe.tasks import get_task
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
 #: Block type and blocks per stage of each ResNet depth (as torchvision's factories build them).
@@ -74,7 +75,7 @@ class IntegralHead(nn.Module):
         prob = hm.flatten(2).softmax(-1).view(n, k, h, w)
         size_x, size_y = w * self.stride, h * self.stride
 
-        # Cell j covers input pixels [j*stride, (j+1)*stride): its centre, in the [-1, 1] scale of to_pixels.
+        # Cell j covers input pixels [j*stride, (j+1)*stride): its centre, in the [-1, 1] scale of facepipe.coords.to_pixels.
         def centres(cells: int, size: int) -> torch.Tensor:
             px = (torch.arange(cells, device=hm.device, dtype=hm.dtype) + 0.5) * self.stride - 0.5
             return px / ((size - 1) / 2.0) - 1.0
@@ -199,8 +200,6 @@ def build_model(task: str, arch: str, arch_args: dict, num_outputs: int) -> nn.M
     (oneDNN) that makes these convolutions 3-5x faster.
     """
     if arch == ENSEMBLE:
-        from facepipe.tasks import get_task  # tasks builds on this module
-
         members = arch_args.get("members") if isinstance(arch_args, dict) else None
         if not members or not all(isinstance(m, dict) and m.get("arch") not in (None, ENSEMBLE) for m in members):
             raise ValueError("an ensemble's arch_args must list its members as {'arch': <a registry name>, 'arch_args': {...}}")
@@ -271,25 +270,11 @@ def preprocess(images: np.ndarray | torch.Tensor, meta: dict, device: torch.devi
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def to_pixels(normalised: torch.Tensor | np.ndarray, size: int) -> torch.Tensor | np.ndarray:
-    """Model keypoint outputs in [-1, 1] → pixel coordinates of a ``size`` input (pixel centres)."""
-    half = (size - 1) / 2.0
-    return normalised * half + half
-
-
-def to_normalised(pixels: torch.Tensor | np.ndarray, size: int) -> torch.Tensor | np.ndarray:
-    """Pixel coordinates of a ``size`` input → [-1, 1]; the inverse of :func:`to_pixels`."""
-    half = (size - 1) / 2.0
-    return (pixels - half) / half
-
-
 # --- model directory ---------------------------------------------------------------------------
 
 
 def make_meta(task: str, arch: str, arch_args: dict, input_size: int, labels: list[str], mean: float, std: float, **extra) -> dict:
     """The ``meta.json`` content: everything inference needs, and where the model came from."""
-    from facepipe.tasks import get_task  # tasks builds on this module
-
     meta = {
         "task": task,
         "arch": arch,
@@ -333,11 +318,11 @@ def save_model_dir(path: str | os.PathLike, model: nn.Module, meta: dict, dtype:
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Build the network described by ``meta.json`` and load its weights (no pickled code).
 
-    ValueError, one line naming the file, when meta.json describes no network facepipe has, when
-    ``weights.pt`` is not a plain state dict, or when its tensors do not fit that network (another
-    class or point count, another architecture)."""
+    ValueError, one line naming the file, when meta.json fails :func:`facepipe.model_dir.check_model_dir`
+    or describes no network facepipe has, when ``weights.pt`` is not a plain state dict, or when its
+    tensors do not fit that network (another class or point count, another architecture)."""
     path = Path(path)
-    meta = read_meta(path)
+    meta = check_model_dir(path)
     labels = meta.get("keypoint_names") or meta.get("class_names") or []
     try:
         model = build_model(meta["task"], meta["arch"], meta["arch_args"], len(labels))
@@ -372,8 +357,6 @@ def save_ensemble(member_dirs: list[str | os.PathLike], output: str | os.PathLik
     lists every member's architecture, training settings and metrics under ``members``.
     ``dtype`` defaults to the first member's stored weight type.
     """
-    from facepipe.tasks import get_task
-
     if len(member_dirs) < 2:
         raise ValueError(f"an ensemble needs at least 2 model directories, got {len(member_dirs)}")
     loaded = [load_model(d) for d in member_dirs]

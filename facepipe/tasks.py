@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from facepipe.coords import to_normalised, to_pixels
+from facepipe.model_dir import LABEL_FIELDS
+
 if TYPE_CHECKING:
     import torch
 
@@ -180,7 +183,7 @@ class KeypointsTask(Task):
     """Keypoint regression: masked MSE on coordinates normalised to [-1, 1]; RMSE in pixels."""
 
     name: ClassVar[str] = "keypoints"
-    label_key: ClassVar[str] = "keypoint_names"
+    label_key: ClassVar[str] = LABEL_FIELDS["keypoints"]
     label_columns: ClassVar[tuple[str, ...]] = ("keypoints", "mask")
     metric: ClassVar[str] = "rmse_px"
     higher_is_better: ClassVar[bool] = False
@@ -216,8 +219,6 @@ class KeypointsTask(Task):
 
     def decode(self, out: torch.Tensor, meta: dict) -> torch.Tensor:
         """Normalised coordinates → pixels of the model input ``[N, K, 2]``."""
-        from facepipe.models import to_pixels
-
         return to_pixels(out.float().reshape(len(out), -1, 2), meta["input_size"])
 
     def unflip(self, decoded: torch.Tensor, meta: dict, permutation: torch.Tensor | None) -> torch.Tensor:
@@ -236,8 +237,6 @@ class KeypointsTask(Task):
         return (len(meta[self.label_key]), 2)
 
     def loss(self, out: torch.Tensor, batch: dict, meta: dict, train: bool = True) -> torch.Tensor:
-        from facepipe.models import to_normalised
-
         target = to_normalised(batch["keypoints"].float(), meta["input_size"])
         return masked_mse(out.float(), target, batch["mask"])
 
@@ -289,7 +288,7 @@ class EmotionTask(Task):
     """Emotion classification: cross-entropy (label smoothing in training); accuracy and confusion matrix."""
 
     name: ClassVar[str] = "emotion"
-    label_key: ClassVar[str] = "class_names"
+    label_key: ClassVar[str] = LABEL_FIELDS["emotion"]
     label_columns: ClassVar[tuple[str, ...]] = ("label",)
     metric: ClassVar[str] = "accuracy"
     higher_is_better: ClassVar[bool] = True

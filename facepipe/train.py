@@ -395,6 +395,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise ValueError(f"{cfg.data}: a {fmt.name} file cannot train the {cfg.task} task")
     train_split = cfg.train_split or (FER_TRAIN if fmt.name == FER else "train")
     val_split = cfg.val_split or (FER_VAL if fmt.name == FER else "val")
+    for role, name in (("training", train_split), ("validation", val_split)):
+        if not splits.counts.get(name):
+            have = ", ".join(f"{k} {v}" for k, v in sorted(splits.counts.items())) or "none"
+            hint = (f"FER2013 validates on its {FER_VAL} rows" if fmt.name == FER and role == "validation"
+                    else f"with --val-fraction {cfg.val_fraction:g} the split leaves it empty" if fmt.name != FER else "")
+            raise ValueError(f"{cfg.data}: no rows for the {role} split {name!r} (rows per split: {have}){'; ' + hint if hint else ''}")
     train_ds, val_ds = splits[train_split], splits[val_split]
     n_train, n_val = splits.counts[train_split], splits.counts[val_split]
     notes = f", {len(splits.skipped)} bad rows skipped" if splits.skipped else ""

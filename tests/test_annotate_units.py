@@ -16,9 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image  # matplotlib's own dependency: an encoder independent of OpenCV for test files
 
-from facepipe.annotate.crop import crop_resize, crop_to_image, image_to_crop, square_crop
-from facepipe.annotate.detect import HaarConfig, cascade_path, detect_faces
-from facepipe.annotate.io import ImageDecodeError, decode_image, exif_orientation, list_files, sniff_format
+from facepipe.faces.crop import crop_resize, crop_to_image, image_to_crop, square_crop
+from facepipe.faces.detect import HaarConfig, cascade_path, detect_faces
+from facepipe.annotate.listing import list_files
+from facepipe.faces.decode import ImageDecodeError, decode_image, exif_orientation, sniff_format
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, rows_to_table
 from facepipe.annotate.writer import OutputLocked, PartWriter, output_lock
 from facepipe.data.schema import EMOTIONS, KeypointSchema
@@ -386,7 +387,7 @@ def _claims(width: int, height: int) -> bytes:
 
 
 def test_a_decompression_bomb_is_refused_from_its_header():
-    from facepipe.annotate.io import MAX_PIXELS
+    from facepipe.faces.decode import MAX_PIXELS
 
     for w, h in ((30000, 30000), (12000, 12000)):  # above Pillow's own limit, and above ours only
         with pytest.raises(ImageDecodeError, match=f"over the decode budget of {MAX_PIXELS:,} pixels"):
@@ -424,7 +425,7 @@ def test_a_file_name_that_is_not_utf8_gets_a_lossless_text_name(tmp_path, face):
     bad = next(e for e in entries if os.fsencode(e.abs_path).endswith(b"caf\xe9.png"))
     pa.array([bad.path], pa.string())  # Parquet can store it (a surrogate escape raised UnicodeEncodeError)
     assert open(bad.abs_path, "rb").read(4) == b"\x89PNG"  # and the file is still read by its real name
-    from facepipe.annotate.io import real_name
+    from facepipe.annotate.listing import real_name
 
     for e in entries:  # the text maps back to the file (plots reopen files from the Parquet path)
         assert os.path.samefile(tmp_path / real_name(e.path), e.abs_path)
@@ -495,7 +496,7 @@ def test_annotation_predict_and_evaluation_share_one_predictor(models, face, tmp
     """A face's keypoints and probabilities from facepipe.predict (the job's stages) equal the
     Predictor's on the very crops annotation made; evaluation's metrics are that Predictor's too."""
     from facepipe.annotate import predict
-    from facepipe.annotate.crop import crop_to_image
+    from facepipe.faces.crop import crop_to_image
     from facepipe.annotate.infer import Annotator
     from facepipe.annotate.prepare import PrepareConfig, prepare_items
     from facepipe.data.synth import write_fer_csv

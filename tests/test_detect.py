@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 
 from facepipe.annotate import AnnotateConfig, AnnotateError, annotate, read_annotations
-from facepipe.annotate.detect import (
+from facepipe.faces.detect import (
     DEFAULT_DETECTOR, DETECTORS, LANDMARK_NAMES, DetectorConfig, HaarConfig, MTCNNConfig, detect_faces, detector_config, get_detector,
 )
-from facepipe.annotate.io import decode_image
+from facepipe.faces.decode import decode_image
 from facepipe.data.synth import render_photos
 from tests.conftest import shared_file
 
@@ -186,7 +186,7 @@ def test_mtcnn_on_images_without_a_face():
 
 def test_mtcnn_suppression_keeps_indices_past_int16():
     """The package's NMS kept box indices in int16; ours must return the real index past 32,767."""
-    from facepipe.annotate.detect.mtcnn import _mtcnn_class
+    from facepipe.faces.detect.mtcnn import _mtcnn_class
 
     nms = _mtcnn_class()._MTCNN__nms
     boxes = np.tile(np.array([[10.0, 10.0, 50.0, 50.0, 0.5]]), (33000, 1))
@@ -199,7 +199,7 @@ def test_mtcnn_suppression_keeps_indices_past_int16():
 def test_mtcnn_finds_labelled_faces_in_real_frames():
     """Frames of ../shared's YouTube Faces set: the box holds both labelled eye centres (the face
     ``match_face`` picks, as training does), and MTCNN's eyes are near the labelled ones."""
-    from facepipe.data.photos import match_face
+    from facepipe.faces.framing import match_face
 
     labels = shared_file("keypoints/ytf_frames/ytf_frames_kaggle15.csv")
     rows = pd.read_csv(labels).iloc[::700][:5]

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from facepipe import models
+from facepipe.coords import to_pixels
 from facepipe.data.schema import KeypointSchema
 
 
@@ -37,7 +38,7 @@ def test_integral_head_reads_a_peak_as_its_cell_centre_in_input_pixels():
             return hm
 
     head.layers = Peaks()
-    xy = models.to_pixels(head(torch.zeros(1, 8, 3, 3)), 96)
+    xy = to_pixels(head(torch.zeros(1, 8, 3, 3)), 96)
     # Cell j covers pixels [4j, 4j+4): its centre is x = 4j + 1.5 (pixel-centre convention).
     torch.testing.assert_close(xy[0], torch.tensor([[41.5, 21.5], [1.5, 93.5]]))
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facepipe.annotate.crop import crop_resize, square_crop
-from facepipe.annotate.prepare import PrepareConfig, model_margins, prepare_items
+from facepipe.faces.crop import crop_resize, square_crop
+from facepipe.annotate.prepare import PrepareConfig, prepare_items
 from facepipe.data import CSVFormatError, detect_format
 from facepipe.data.kaggle import PHOTO_POINTS
-from facepipe.data.photos import Framing, crop_photos, detect_batch, fit_box_model, group_split, interocular, nme, read_photo_rows
+from facepipe.data.photos import crop_photos, detect_batch, group_split, interocular, nme, read_photo_rows
+from facepipe.faces.framing import Framing, fit_box_model, model_margins
 from facepipe.data.synth import write_photo_labels
 
 from conftest import shared_file
@@ -196,7 +197,7 @@ def test_nme_is_relative_to_the_eye_distance():
 
 
 def test_a_second_pass_crops_the_wider_view_as_it_would_crop_the_photo():
-    from facepipe.annotate.crop import context_square, crop_to_image, square_in_crop
+    from facepipe.faces.crop import context_square, crop_to_image, square_in_crop
 
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, (300, 320), dtype=np.uint8)

@@ -107,8 +107,8 @@ def test_the_second_pass_recrops_a_real_photo_where_a_crop_of_the_photo_itself_w
     import matplotlib.cbook
 
     import facepipe
-    from facepipe.annotate.crop import crop_resize, crop_to_image, square_crop
-    from facepipe.data.photos import BoxModel
+    from facepipe.faces.crop import crop_resize, crop_to_image, square_crop
+    from facepipe.faces.framing import BoxModel
     from facepipe.model_dir import read_meta
     from facepipe.predictor import Predictor
 

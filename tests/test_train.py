@@ -143,7 +143,7 @@ def test_one_worker_emotion_stop_and_resume(gen_data, tmp_path, ray_session):
     assert int(steps) == 3 * -(-train_rows // 32)
     from facepipe.data.kaggle import FER_FRAME_MARGIN
 
-    # annotation crops this model's input with FER2013's framing (facepipe.annotate.prepare.model_margins)
+    # annotation crops this model's input with FER2013's framing (facepipe.faces.framing.model_margins)
     assert json.loads((resumed.model_dir / "meta.json").read_text())["framing"]["margin"] == FER_FRAME_MARGIN
     losses = [h["train_loss"] for h in resumed.history]
     assert losses[-1] < losses[0]

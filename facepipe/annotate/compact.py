@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from facepipe.annotate.state import current_view, read_parts
-from facepipe.annotate.writer import COMPACT_DIR, dataset_dir, fsync_dir, output_lock, write_part
+from facepipe.annotate.writer import COMPACT_DIR, PART_GLOB, dataset_dir, fsync_dir, output_lock, write_part
 
 __all__ = ["compact", "finish_interrupted_compaction"]
 
@@ -63,10 +63,12 @@ def compact(output: str | os.PathLike, existing: bool = True) -> dict:
         raise FileNotFoundError(f"{out}: no annotations/ folder (not an annotate output)")
     with output_lock(out):
         recovered = finish_interrupted_compaction(out)
-        parts_before = sorted(dataset_dir(out).glob("*.parquet"))
-        table = read_parts(out)
+        quarantined: list[str] = []
+        table = read_parts(out, repair=True, log=quarantined.append)  # damaged parts set aside first, never lost
+        parts_before = sorted(dataset_dir(out).glob(PART_GLOB))
         rows_before = 0 if table is None else table.num_rows
-        summary = {"output": str(out.resolve()), "recovered": recovered, "parts_before": len(parts_before), "rows_before": rows_before}
+        summary = {"output": str(out.resolve()), "recovered": recovered, "parts_before": len(parts_before), "rows_before": rows_before,
+                   "quarantined": quarantined}
         if table is None or not parts_before:
             return {**summary, "parts_after": 0, "rows_after": 0, "files_after": 0}
         keep = current_view(table, existing=existing)
@@ -74,6 +76,9 @@ def compact(output: str | os.PathLike, existing: bool = True) -> dict:
         new.mkdir()
         name = f"part-compact-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}-00000.parquet"
         write_part(keep, new / name)
+        for other in dataset_dir(out).iterdir():  # a user's files beside the parts are theirs: they move along
+            if not (other.match(PART_GLOB) or other.name.startswith(".")):
+                os.replace(other, new / other.name)
         os.replace(dataset_dir(out), out / OLD_DIR)
         os.replace(new, dataset_dir(out))
         fsync_dir(out)

@@ -3,7 +3,7 @@
 Its documented fields are the flags of ``facepipe annotate`` (:mod:`facepipe.flags` reads names,
 types, help and defaults from them); :func:`facepipe.annotate.annotate` takes one, or keyword
 overrides of its fields. Which detector finds the faces is a config of its own
-(:mod:`facepipe.annotate.detect`).
+(:mod:`facepipe.faces.detect`).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from facepipe.annotate.prepare import DEFAULT_MARGIN, DEFAULT_REFINE
+from facepipe.faces.framing import DEFAULT_MARGIN, DEFAULT_REFINE
 from facepipe.flags import field_meta
 
 __all__ = ["AnnotateConfig", "AnnotateError", "PLOT_CHOICES", "LOCAL_MAX_FILES", "TASK_NAMES"]

@@ -3,7 +3,7 @@
 :class:`Annotator` is the callable class that Ray Data runs as an actor pool
 (``map_batches(Annotator, concurrency=N)``): each actor loads both model directories once, then
 turns batches of face rows from :mod:`.prepare` into keypoints in original-image pixels (the
-keypoint :class:`~facepipe.predictor.Predictor`, then :func:`.crop.crop_to_image`) and emotion
+keypoint :class:`~facepipe.predictor.Predictor`, then :func:`facepipe.faces.crop.crop_to_image`) and emotion
 probabilities (the emotion one). :func:`predict` runs the
 very same two stages in the calling process.
 """
@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.annotate.crop import context_square, crop_resize, crop_to_image, square_crop, square_in_crop
-from facepipe.annotate.detect import DetectorConfig, detector_config
-from facepipe.annotate.prepare import (CONTEXT_FACTOR, COLOR_ORDERS, DEFAULT_MARGIN, DEFAULT_REFINE, PrepareConfig, model_crops, prepare_items,
-                                       refine_passes)
+from facepipe.faces.crop import context_square, crop_resize, crop_to_image, square_crop, square_in_crop
+from facepipe.faces.detect import DetectorConfig, detector_config
+from facepipe.annotate.prepare import PrepareConfig, model_crops, prepare_items
+from facepipe.faces.decode import COLOR_ORDERS
+from facepipe.faces.framing import CONTEXT_FACTOR, DEFAULT_MARGIN, DEFAULT_REFINE, BoxModel, refine_passes
 
 __all__ = ["Annotator", "predict", "load_models_meta", "default_model", "keypoints_model_id"]
 
@@ -75,19 +76,17 @@ class Annotator:
     ):
         import torch
 
-        from facepipe.model_dir import read_meta
         from facepipe.models import model_id
         from facepipe.predictor import Predictor
 
         if torch_threads:
             torch.set_num_threads(int(torch_threads))
         self.tasks = tuple(tasks)
+        checked = load_models_meta(keypoints_model, emotion_model)  # both, even for a task not run: its names fill the schema
         self.kp = Predictor.load(keypoints_model, device, batch_size) if "keypoints" in self.tasks else None
         self.em = Predictor.load(emotion_model, device, batch_size) if "emotion" in self.tasks else None
-        self.kp_meta = self.kp.meta if self.kp else read_meta(keypoints_model)
-        self.em_meta = self.em.meta if self.em else read_meta(emotion_model)
-        if self.kp_meta["task"] != "keypoints" or self.em_meta["task"] != "emotion":
-            raise ValueError("Annotator needs a keypoints model and an emotion model, in that order")
+        self.kp_meta = self.kp.meta if self.kp else checked[0]
+        self.em_meta = self.em.meta if self.em else checked[1]
         self.device = (self.kp or self.em).device
         self.keypoint_names = list(self.kp_meta["keypoint_names"])
         self.class_names = list(self.em_meta["class_names"])
@@ -105,14 +104,12 @@ class Annotator:
     def keypoints(self, crops: np.ndarray, squares: np.ndarray, contexts: np.ndarray | None = None) -> np.ndarray:
         """uint8 crops ``[N, S, S]`` and their squares ``[N, 3]`` → points ``[N, K, 2]`` in image pixels.
 
-        With the wider views ``contexts`` (``[N, F*S, F*S]``, :data:`.prepare.CONTEXT_FACTOR`) each
+        With the wider views ``contexts`` (``[N, F*S, F*S]``, :data:`facepipe.faces.framing.CONTEXT_FACTOR`) each
         of :attr:`refine` second passes re-crops every face from them around its predicted points.
         """
         squares = np.asarray(squares)
         points = crop_to_image(self.kp(crops), squares[:, None, :], self.kp_size)
         if self.refine and len(points):
-            from facepipe.data.photos import BoxModel
-
             if contexts is None:
                 raise ValueError("the keypoint model makes a second pass but the rows carry no crop_keypoints_context: "
                                  "build the PrepareConfig from Annotator.crops")
@@ -192,7 +189,7 @@ def predict(
     not given is the one shipped in the package (``facepipe/weights/<task>``). With ``detect=False`` each image
     is taken as one face crop (like the Kaggle / FER2013 images) instead of running the detector.
     ``detector``: a detector name (``"haar"``, ``"mtcnn"``), config or dict
-    (:func:`facepipe.annotate.detect.detector_config`; default: Haar with its defaults).
+    (:func:`facepipe.faces.detect.detector_config`; default: Haar with its defaults).
     ``tasks``: the models to run (a face then has no keypoints, or no emotion, for a task left out).
     ``refine``: second passes of a keypoint model trained on photos (re-crop each face around its
     predicted points as training framed faces from their labels, predict again; 0: one pass).
@@ -217,6 +214,12 @@ def predict(
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
     det = detector_config(detector)
+    if not items:
+        if as_frame:
+            from facepipe.annotate.schema import build_schema
+
+            return build_schema(annotator.keypoint_names, annotator.class_names).empty_table().to_pandas()
+        return []
     config = PrepareConfig(detector=det, margin=margin, detect=detect, cv2_threads=0, **annotator.crops)
     rows = annotator(prepare_items(items, config, color=color))
     if as_frame:

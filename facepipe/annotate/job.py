@@ -35,9 +35,9 @@ import numpy as np
 import pyarrow as pa
 
 from facepipe.annotate.config import LOCAL_MAX_FILES, PLOT_CHOICES, AnnotateConfig, AnnotateError
-from facepipe.annotate.detect import DetectorConfig, detector_config, get_detector
+from facepipe.faces.detect import DetectorConfig, detector_config, get_detector
 from facepipe.annotate.infer import Annotator, default_model, keypoints_model_id, load_models_meta
-from facepipe.annotate.io import list_files, real_name
+from facepipe.annotate.listing import list_files, real_name
 from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
 from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, keypoint_columns, rows_to_table
@@ -86,14 +86,24 @@ def _written_by_us(path: str, output: Path) -> bool:
     return rel.parts[0] in ("plots", "annotations") or (len(rel.parts) == 1 and rel.name.startswith("summary"))
 
 
+def _check_output(output: Path) -> None:
+    """One line, before any work, for an output that cannot be a folder or cannot be written."""
+    if output.exists() and not output.is_dir():
+        raise AnnotateError(f"output exists and is not a folder: {output}")
+    existing = next(p for p in (output, *output.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise AnnotateError(f"output {output} lies below {existing}, which is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise AnnotateError(f"output {output} cannot be written: no write permission on {existing}")
+
+
 def _validate(inputs, output, keypoints_model, emotion_model, detector) -> tuple[dict, dict, DetectorConfig]:
     if not inputs:
         raise AnnotateError("no input file or folder given")
     for d in inputs:
         if not (Path(d).is_dir() or Path(d).is_file()):
             raise AnnotateError(f"input not found (no such file or folder): {d}")
-    if Path(output).exists() and not Path(output).is_dir():
-        raise AnnotateError(f"output exists and is not a folder: {output}")
+    _check_output(Path(output))
     try:
         kp_meta, em_meta = load_models_meta(keypoints_model, emotion_model)
         det = detector_config(detector)
@@ -139,7 +149,7 @@ def annotate(
     ``config``: the run's settings (:class:`~facepipe.annotate.config.AnnotateConfig`, default
     values when None); keyword ``overrides`` replace its fields, e.g. ``annotate(d, out,
     plots="none", local=True)``. ``detector``: a detector name (``"haar"``, ``"mtcnn"``), config or
-    dict (:func:`facepipe.annotate.detect.detector_config`; default: Haar with its defaults).
+    dict (:func:`facepipe.faces.detect.detector_config`; default: Haar with its defaults).
 
     ``local``: run the same stages in this process instead of on Ray (True), on Ray (False), or
     choose (None): in-process for at most :data:`LOCAL_MAX_FILES` new files when no Ray cluster is
@@ -201,9 +211,11 @@ def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path, t_st
     with output_lock(output):
         for folder in (output / PLOTS_DIR, dataset_dir(output)):  # what a killed run left half-written
             remove_temporaries(folder)
-        state = load_state(output, run.kp_id, run.em_id, detector=det.describe())
-        entries = [e for e in list_files(inputs, recursive=cfg.recursive, pattern=cfg.glob, include_hidden=cfg.include_hidden, known_roots=state.roots)
-                   if not _written_by_us(e.abs_path, output)]
+        state = load_state(output, run.kp_id, run.em_id, detector=det.describe(), log=_warn)
+        listed = list_files(inputs, recursive=cfg.recursive, pattern=cfg.glob, include_hidden=cfg.include_hidden, known_roots=state.roots)
+        entries = [e for e in listed if not _written_by_us(e.abs_path, output)]
+        for root, path, reason in listed.unreadable:
+            _warn(f"annotate: warning: cannot list folder {root}/{path}: {reason}; its files are not annotated")
         todo = [e for e in entries if not state.done_by_stat(e.root, e.path, e.size, e.mtime_ns, e.ctime_ns)]
         done_unchanged = len(entries) - len(todo)
         if cfg.limit is not None:
@@ -222,8 +234,14 @@ def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path, t_st
         plot_files = _plots(run, cfg)
         summary = _summary(run, cfg, entries, done_unchanged, todo, writer, pipeline_s, time.perf_counter() - t_start, plot_files)
         summary["run"]["executor"] = "in-process" if run.local else "ray"
+        summary["run"]["unreadable_folders"] = [{"root": r, "path": p, "error": e} for r, p, e in listed.unreadable]
         atomic_write_bytes(output / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def _warn(message: str) -> None:
+    """A warning the user must see even with --quiet: on stderr, one line."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _choose_local(local: bool | None, n_files: int) -> bool:

@@ -23,28 +23,26 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.annotate.crop import context_square, crop_resize, square_crop
-from facepipe.annotate.detect import DetectorConfig, detector_config, get_detector
-from facepipe.annotate.io import ImageDecodeError, decode_image, to_uint8
+from facepipe.faces.crop import context_square, crop_resize, square_crop
+from facepipe.faces.decode import ImageDecodeError, array_to_image, decode_image, gray_and_bgr
+from facepipe.faces.detect import DetectorConfig, detector_config, get_detector
+from facepipe.faces.framing import CONTEXT_FACTOR, DEFAULT_MARGIN, model_margins, refine_passes
 
-__all__ = ["COLOR_ORDERS", "DEFAULT_MARGIN", "PrepareConfig", "array_to_gray", "array_to_image", "model_crops", "model_margins", "refine_passes", "CONTEXT_FACTOR", "DEFAULT_REFINE", "prepare_batch", "prepare_items", "FILE_COLUMNS"]
+__all__ = ["FILE_COLUMNS", "PrepareConfig", "crop_columns", "model_crops", "prepare_batch", "prepare_items"]
 
-#: Fraction of the face box's longer side added on each edge of the square crop.
-DEFAULT_MARGIN = 0.15
-
-#: Columns a listed file brings into the pipeline (see :class:`facepipe.annotate.io.FileEntry`).
+#: Columns a listed file brings into the pipeline (see :class:`facepipe.annotate.listing.FileEntry`).
 FILE_COLUMNS = ("root", "input_root", "path", "abs_path", "file_size", "file_mtime_ns", "done_sha")
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    #: Which detector finds the faces, with its settings (:mod:`facepipe.annotate.detect`).
+    #: Which detector finds the faces, with its settings (:mod:`facepipe.faces.detect`).
     detector: DetectorConfig = field(default_factory=detector_config)
     margin: float = DEFAULT_MARGIN
     #: Model input size per task, e.g. ``{"keypoints": 96, "emotion": 48}`` (from meta.json).
     crop_sizes: tuple[tuple[str, int], ...] = (("keypoints", 96), ("emotion", 48))
     #: The margin a model was trained with, per task (meta.json ``framing``; see
-    #: :func:`model_margins`): it wins over ``margin``, which serves models without one.
+    #: :func:`facepipe.faces.framing.model_margins`): it wins over ``margin``, which serves models without one.
     crop_margins: tuple[tuple[str, float], ...] = ()
     #: ``(task, factor)``: also keep a view ``factor`` times wider than that task's crop (same
     #: centre, ``factor x size`` px, column ``crop_<task>_context``) for the model's second pass.
@@ -113,32 +111,12 @@ def crop_columns(config: PrepareConfig) -> dict[str, int]:
     return sizes
 
 
-def model_margins(metas: dict[str, dict]) -> tuple[tuple[str, float], ...]:
-    """``(task, margin)`` for each model whose ``meta.json`` records the framing it was trained on."""
-    return tuple((t, float(m["framing"]["margin"])) for t, m in metas.items() if "margin" in (m.get("framing") or {}))
-
-
-#: Second passes of a keypoint model by default (annotate --refine): one more gained little and
-#: added failures on the photo dev split (bench/results/keypoints_in_the_wild.md).
-DEFAULT_REFINE = 1
-
-#: How much wider than the keypoint crop the view is that a second pass re-crops from: room for
-#: the re-framed square to move half a side from the detector's.
-CONTEXT_FACTOR = 2.0
-
-
 def model_crops(metas: dict[str, dict], refine: int = 0) -> dict:
     """The :class:`PrepareConfig` fields that crop each model's input as its ``meta.json`` says
     (size and framing), for ``{task: meta}``, with the keypoint model's wider view when it makes
     ``refine`` second passes: the job and ``predict`` build their config from it."""
     return {"crop_sizes": tuple((t, int(m["input_size"])) for t, m in metas.items()), "crop_margins": model_margins(metas),
             "crop_contexts": (("keypoints", CONTEXT_FACTOR),) if "keypoints" in metas and refine_passes(metas["keypoints"], refine) else ()}
-
-
-def refine_passes(kp_meta: dict, requested: int) -> int:
-    """Second passes a keypoint model makes: ``requested``, for a model that knows how training framed
-    faces from their points (meta.json ``framing.box_from_points``); none for others."""
-    return int(requested) if "box_from_points" in (kp_meta.get("framing") or {}) else 0
 
 
 def _error_message(e: BaseException) -> str:
@@ -265,41 +243,6 @@ def prepare_batch(batch: dict[str, np.ndarray], config: PrepareConfig) -> dict[s
     return rows.columns()
 
 
-#: Channel orders an array may come in: RGB(A) as PIL, matplotlib and most libraries hold it, or
-#: BGR(A) as OpenCV does.
-COLOR_ORDERS = ("rgb", "bgr")
-
-
-def array_to_image(item, color: str) -> tuple[np.ndarray, str, str]:
-    """A decoded image (numpy array in ``color`` order, 8/16 bit, gray/3/4 channels, or a PIL image,
-    always RGB) → ``uint8`` gray or 3 channels, their order (``color``, or ``rgb`` for PIL) and the
-    mode it came in."""
-    if color not in COLOR_ORDERS:
-        raise ValueError(f"color must be one of {COLOR_ORDERS}, got {color!r}")
-    if hasattr(item, "getbands") and hasattr(item, "mode"):  # a PIL image, without importing PIL
-        mode = f"pil-{item.mode}"
-        if item.mode not in ("L", "RGB", "RGBA", "I;16"):
-            item = item.convert("RGBA" if "A" in item.getbands() else "RGB")
-        arr, color = np.asarray(item), "rgb"
-    else:
-        arr = np.asarray(item)
-        mode = f"{color}-{arr.dtype}" if arr.ndim == 3 else str(arr.dtype)
-    return to_uint8(arr), color, mode  # alpha composited over white, channel order kept
-
-
-def _gray_and_bgr(img: np.ndarray, order: str, want_bgr: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    if img.ndim == 2:
-        return img, None
-    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY if order == "rgb" else cv2.COLOR_BGR2GRAY)
-    return gray, ((img if order == "bgr" else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)) if want_bgr else None)
-
-
-def array_to_gray(item, color: str) -> tuple[np.ndarray, str]:
-    """A decoded image (as :func:`array_to_image` takes it) → ``uint8`` gray and the mode it came in."""
-    img, order, mode = array_to_image(item, color)
-    return _gray_and_bgr(img, order, False)[0], mode
-
-
 def prepare_items(items: list, config: PrepareConfig, color: str = "rgb") -> dict[str, np.ndarray]:
     """In-process stage 1 for :func:`predict`: items are paths, encoded bytes, decoded arrays or PIL images.
 
@@ -328,7 +271,7 @@ def prepare_items(items: list, config: PrepareConfig, color: str = "rgb") -> dic
                 gray, bgr = dec.gray, (dec.image if want_color else None)
             else:
                 img, order, mode = array_to_image(item, color)
-                gray, bgr = _gray_and_bgr(img, order, want_color)
+                gray, bgr = gray_and_bgr(img, order, want_color)
                 base.update(image_format="array", image_mode=mode)
             base.update(image_width=int(gray.shape[1]), image_height=int(gray.shape[0]))
         except Exception as e:  # noqa: BLE001

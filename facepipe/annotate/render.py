@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.annotate.io import decode_image
+from facepipe.faces.decode import decode_image
 from facepipe.annotate.writer import atomic_write_bytes
 
 __all__ = ["PLOTS_DIR", "plot_path", "draw", "render_batch"]

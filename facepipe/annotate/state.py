@@ -21,7 +21,9 @@ label): two folders of the same name never share one, whatever order the inputs 
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from facepipe.annotate.writer import COMPACT_DIR, dataset_dir
+from facepipe.annotate.listing import real_name
+from facepipe.annotate.writer import COMPACT_DIR, PART_GLOB, QUARANTINE_DIR, atomic_write_bytes, dataset_dir
 
-__all__ = ["State", "load_state", "read_parts", "read_annotations", "current_view"]
+__all__ = ["DamagedOutput", "State", "committed_parts", "load_state", "read_parts", "read_annotations", "current_view"]
 
 _STATE_COLUMNS = ["root", "path", "timestamp", "sha256", "file_size", "file_mtime_ns", "status", "error"]
 
@@ -62,32 +65,100 @@ class State:
         return self.errors.get((root, path)) == (sha if isinstance(sha, str) else "", error if isinstance(error, str) else "")
 
 
-def _dataset(output: str | os.PathLike) -> pads.Dataset | None:
+def _parts_dir(output: str | os.PathLike) -> Path | None:
     d = dataset_dir(output)
     if not d.is_dir():
         # A compaction between its two renames (facepipe.annotate.compact): its committed copy is complete.
         d = Path(output) / COMPACT_DIR
-    if not d.is_dir() or not any(d.glob("*.parquet")):
+    return d if d.is_dir() else None
+
+
+class DamagedOutput(ValueError):
+    """A committed part cannot be read whole; the message names it and what to do."""
+
+
+#: Parts read whole once, by (size, mtime_ns, ctime_ns): any later write to a part moves its ctime.
+_VERIFIED = ".verified.json"
+
+
+def committed_parts(output: str | os.PathLike, repair: bool = False, log=None) -> list[Path]:
+    """The committed part files of ``output`` that read whole, each read once with its page checksums
+    verified (remembered in ``annotations/.verified.json`` until the file changes). Files that are
+    not parts (``notes.txt``) are ignored.
+
+    A damaged part (truncated, overwritten, bytes changed inside its pages) raises
+    :class:`DamagedOutput` naming it; with ``repair`` (a caller holding the output lock) it is moved
+    to ``OUT/quarantine/`` instead (never deleted), ``log`` says so in one line, and the files whose
+    rows it held are no longer done, so the run annotates them again.
+    """
+    import json
+
+    import pyarrow.parquet as pq
+
+    d = _parts_dir(output)
+    if d is None:
+        return []
+    try:
+        cache = json.loads((d / _VERIFIED).read_text())
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        cache = {}
+    good, bad, changed = [], [], False
+    for p in sorted(d.glob(PART_GLOB)):
+        try:
+            st = p.stat()
+        except OSError:
+            continue  # gone since the glob (another reader's compaction is locked out; a user's rm)
+        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        if cache.get(p.name) == key:
+            good.append(p)
+            continue
+        try:
+            pq.ParquetFile(p, page_checksum_verification=True).read()
+        except Exception as e:  # noqa: BLE001 - whatever pyarrow says, the part is not data
+            bad.append((p, (str(e).strip().splitlines() or [type(e).__name__])[0][:200]))
+            continue
+        cache[p.name], changed = key, True
+        good.append(p)
+    if bad and not repair:
+        p, why = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DamagedOutput(f"{p}: a damaged part ({why}){more}; run annotate on {output} again to set it aside and redo its files")
+    for p, why in bad:
+        aside = Path(output) / QUARANTINE_DIR / p.name
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        if aside.exists():
+            aside = aside.with_name(f"{p.stem}-{time.strftime('%Y%m%dT%H%M%S')}{p.suffix}")
+        os.replace(p, aside)
+        cache.pop(p.name, None)
+        changed = True
+        if log is not None:
+            log(f"annotate: damaged part {p.name} ({why}) moved to {aside}; its files are annotated again")
+    if changed:
+        live = {p.name for p in good}
+        with contextlib.suppress(OSError):  # a reader without write access just verifies again next time
+            atomic_write_bytes(d / _VERIFIED, json.dumps({k: v for k, v in cache.items() if k in live}).encode())
+    return good
+
+
+def read_parts(output: str | os.PathLike, columns: list[str] | None = None, filter=None, repair: bool = False, log=None) -> pa.Table | None:
+    """All committed rows (or None when there are none yet), from the parts :func:`committed_parts` vouches for."""
+    parts = committed_parts(output, repair=repair, log=log)
+    if not parts:
         return None
-    return pads.dataset(str(d), format="parquet")
+    return pads.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns, filter=filter)
 
 
-def read_parts(output: str | os.PathLike, columns: list[str] | None = None, filter=None) -> pa.Table | None:
-    """All committed rows (or None when there are none yet)."""
-    ds = _dataset(output)
-    if ds is None:
-        return None
-    return ds.to_table(columns=columns, filter=filter)
-
-
-def load_state(output: str | os.PathLike, keypoints_model_id: str | None, emotion_model_id: str | None, detector: str | None = None) -> State:
+def load_state(output: str | os.PathLike, keypoints_model_id: str | None, emotion_model_id: str | None, detector: str | None = None,
+               log=None) -> State:
     """What ``output`` holds for these models and, when given, this detector (its ``describe()``):
     another detector, or other settings of it, finds other faces, so its rows do not count as done.
     A model id None (a task this run leaves out) matches any rows: a keypoints-only run finds the
-    files a full run did done, a full run redoes the files a keypoints-only run did."""
+    files a full run did done, a full run redoes the files a keypoints-only run did. Call it holding
+    the output lock: damaged parts are set aside (:func:`committed_parts` with ``repair``, ``log``)."""
     state = State()
     matched = (("keypoints_model_id", keypoints_model_id), ("emotion_model_id", emotion_model_id), ("detector", detector))
-    everything = read_parts(output, columns=_STATE_COLUMNS + ["input_root"] + [c for c, _ in matched])  # one read of the parts
+    everything = read_parts(output, columns=_STATE_COLUMNS + ["input_root"] + [c for c, _ in matched], repair=True, log=log)  # one read
     if everything is None or everything.num_rows == 0:
         return state
     first = everything.group_by(["input_root", "root"]).aggregate([("timestamp", "min")]).sort_by("timestamp_min")
@@ -133,7 +204,7 @@ def current_view(table: pa.Table, existing: bool = True) -> pa.Table:
         for i, (r, p) in enumerate(zip(roots, paths)):
             if keep[i]:
                 if (r, p) not in alive:
-                    alive[(r, p)] = os.path.lexists(os.path.join(r, p))
+                    alive[(r, p)] = os.path.lexists(os.path.join(r, real_name(p)))  # rows hold lossless names
                 keep[i] = alive[(r, p)]
     return table.filter(pa.array(keep))
 

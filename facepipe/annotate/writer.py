@@ -34,6 +34,10 @@ __all__ = ["ANNOTATIONS_DIR", "dataset_dir", "output_lock", "OutputLocked", "Out
 ANNOTATIONS_DIR = "annotations"
 #: Where a compaction writes the new dataset before swapping it in (:mod:`.compact`).
 COMPACT_DIR = "annotations.compact"
+#: Where damaged parts are moved (never deleted), under the output.
+QUARANTINE_DIR = "quarantine"
+#: Committed parts are named so; anything else in the annotations folder is not ours and is ignored.
+PART_GLOB = "part-*.parquet"
 LOCK_NAME = ".annotate.lock"
 
 
@@ -86,7 +90,9 @@ def write_part(table: pa.Table, final: Path) -> Path:
     readers and ``*.parquet`` globs), fsynced, renamed, the folder fsynced."""
     tmp = final.with_name(f".{final.name}.tmp")
     with open(tmp, "wb") as f:
-        pq.write_table(table, f, compression="zstd")
+        # Page checksums (CRC32 per page, Parquet's own): a part damaged later is found by reading it
+        # (facepipe.annotate.state.committed_parts), not taken for data.
+        pq.write_table(table, f, compression="zstd", write_page_checksum=True)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 #: Subcommand (a module under facepipe.cli with get_args_parser, main and run) → one-line help.
@@ -53,13 +54,39 @@ def run_main(name: str, get_args_parser, main, argv: list[str] | None = None, pr
     parser.prog = prog or parser.prog
     args = parser.parse_args(argv)
     configure()  # the library's progress lines, as plain lines on stdout
+    previous = _terminate_as_exception()
     try:
         result = main(args)
     except tuple(codes) as e:
         code = next(c for t, c in codes.items() if isinstance(e, t))
         print(f"{name}: {'error: ' if code != 1 else ''}{e}", file=sys.stderr)
         return code
+    except (KeyboardInterrupt, Terminated) as e:
+        # Work already committed stays (annotation parts, training checkpoints): say so, in one line.
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted (Ctrl-C)", 130)
+        print(f"{name}: {how}; what was committed is kept, run the same command again to go on", file=sys.stderr, flush=True)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return result if isinstance(result, int) else 0
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds the command like Ctrl-C does (locks released, temporaries left to the next run)."""
+
+
+def _terminate_as_exception():
+    """Make SIGTERM raise :class:`Terminated` in the main thread; the previous handler (None off the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _inputs_positional(rest: list[str]) -> list[str]:

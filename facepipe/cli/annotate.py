@@ -12,7 +12,8 @@ Faces are found by --detector (haar, the default, or mtcnn), each with its own s
 Starts a local Ray unless RAY_ADDRESS is set (e.g. under `ray job submit --working-dir .`).
 Exit codes: 0 done (also when no face was found anywhere), 2 bad arguments or inputs (one-line
 reason on stderr), 3 another run is writing to OUT, 4 OUT's disk is full (committed parts are
-kept; free space and rerun), 1 unexpected failure.
+kept; free space and rerun), 5 done, but a folder could not be listed (named on stderr and in
+summary.json's unreadable_folders; its files have no rows), 1 unexpected failure.
 """
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ import dataclasses
 import sys
 
 from facepipe.annotate.config import AnnotateConfig, AnnotateError
-from facepipe.annotate.detect import DEFAULT_DETECTOR, DETECTORS, DetectorConfig, detector_config
 from facepipe.cli import run_main
+from facepipe.faces.detect import DEFAULT_DETECTOR, DETECTORS, DetectorConfig, detector_config
 from facepipe.flags import add_config_flags, config_kwargs, per_name_default
+
+#: Exit code of a run that annotated what it could list but found a folder it could not list.
+UNLISTED_EXIT = 5
 
 #: The settings every detector has (one flag each, whichever detector runs).
 SHARED_DETECTOR_FIELDS = tuple(f.name for f in dataclasses.fields(DetectorConfig))
@@ -102,7 +106,11 @@ def main(args: argparse.Namespace) -> int:
     from facepipe.logs import native_lines_aside
 
     with native_lines_aside(not args.progress, "annotate"):
-        annotate(args.input, args.output, args.keypoints_model, args.emotion_model, config, detector=detector)
+        summary = annotate(args.input, args.output, args.keypoints_model, args.emotion_model, config, detector=detector)
+    unreadable = summary["run"].get("unreadable_folders") or []
+    if unreadable:
+        print(f"annotate: {len(unreadable)} folder(s) could not be listed (named above): their files have no rows", file=sys.stderr)
+        return UNLISTED_EXIT
     return 0
 
 

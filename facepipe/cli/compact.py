@@ -3,7 +3,8 @@
 Keeps, per input file, the rows of its most recent annotation, and drops files that no longer
 exist (unless --keep-deleted): what `facepipe.read_annotations(OUT)` shows, now also what any
 Parquet reader (pandas, duckdb, Spark) sees in OUT/annotations. Safe to kill at any moment.
-Exit codes: 0 done, 2 not an annotate output, 3 another run is writing to OUT.
+Exit codes: 0 done, 2 not an annotate output, 3 another run is writing to OUT, 5 done, but damaged parts
+were set aside in OUT/quarantine (their files are redone by the next annotate run).
 """
 from __future__ import annotations
 
@@ -25,9 +26,15 @@ def main(args: argparse.Namespace) -> int:
     from facepipe.annotate.compact import compact
 
     s = compact(args.output, existing=not args.keep_deleted)
+    for line in s["quarantined"]:
+        print(line.replace("annotate:", "compact:", 1), file=sys.stderr)
     print(f"compact: {s['rows_before']} rows in {s['parts_before']} parts -> {s['rows_after']} rows of {s['files_after']} files in "
           f"{s['parts_after']} part" + (f" (finished an interrupted compaction: {s['recovered']})" if s["recovered"] else ""))
     print(json.dumps(s))
+    if s["quarantined"]:
+        print(f"compact: {len(s['quarantined'])} damaged part(s) set aside, their rows are not in the view: run annotate on "
+              f"{args.output} again to redo their files", file=sys.stderr)
+        return 5
     return 0
 
 

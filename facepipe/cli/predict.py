@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     if args.plot:
         import cv2
 
-        from facepipe.annotate.io import decode_image
+        from facepipe.faces.decode import decode_image
         from facepipe.annotate.render import draw
 
         out = Path(args.plot)

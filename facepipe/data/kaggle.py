@@ -15,6 +15,7 @@ Every bad input raises :class:`CSVFormatError` naming the file, the line and the
 """
 from __future__ import annotations
 
+import collections
 import gzip
 import io
 import os
@@ -30,6 +31,7 @@ import pyarrow.csv as pacsv
 
 from facepipe.data import pixels as px
 from facepipe.data.schema import EMOTIONS, FER_USAGES, KeypointSchema
+from facepipe.model_dir import MAX_LABELS
 
 FER = "fer2013"
 KEYPOINTS = "keypoints"
@@ -241,10 +243,12 @@ def _detect(src: CSVSource, image_size: int | None) -> CSVFormat:
         raise CSVFormatError(path, 1, None, f"not a readable text/CSV file ({e})") from None
     if not header.strip():
         raise CSVFormatError(path, None, None, "the file is empty (no header line)")
+    if len(header) >= _MAX_HEADER_CHARS and not header.endswith("\n"):
+        raise CSVFormatError(path, 1, None, f"no end of the header line within {_MAX_HEADER_CHARS:,} characters: not a CSV of faces")
     cols = _split_header(header)
-    if len(set(cols)) != len(cols):
-        dup = sorted({c for c in cols if cols.count(c) > 1})
-        raise CSVFormatError(path, 1, dup[0], "duplicate column in header")
+    counts = collections.Counter(cols)
+    if len(counts) != len(cols):
+        raise CSVFormatError(path, 1, sorted(c for c, k in counts.items() if k > 1)[0], "duplicate column in header")
 
     def unexpected(allowed: set[str], what: str) -> None:
         extra = [c for c in cols if c not in allowed]
@@ -273,8 +277,8 @@ def _detect(src: CSVSource, image_size: int | None) -> CSVFormat:
 
 
 #: More points than this is no landmark set (dense meshes have ~500): a header that long is a wrong
-#: file, and exploring 100,000 columns took 10+ minutes and 6.5 GB.
-MAX_POINTS = 1000
+#: file, and exploring 100,000 columns took 10+ minutes and 6.5 GB. The same bound as a model's outputs.
+MAX_POINTS = MAX_LABELS
 
 
 def _keypoint_format(path, name: str, cols: tuple[str, ...], pixel_column: str, image_size: int, other: set[str]) -> CSVFormat:
@@ -324,6 +328,23 @@ def _find_lines(src: CSVSource, n_expected_cols: int) -> tuple[list[int], list[i
     return good, blank, bad
 
 
+#: Bytes pyarrow parses at a time; no row may be longer (a 96x96 keypoints row is ~40 KB).
+_READ_BLOCK_BYTES = 1 << 24
+
+
+def _oversized_row(src: CSVSource, fmt: CSVFormat, limit: int) -> CSVFormatError:
+    """The error for the first row longer than ``limit`` bytes, naming its line and its longest cell's column."""
+    with _open_binary(src) as f:
+        for number, raw in enumerate(f, start=1):
+            if len(raw) > limit:
+                cells = raw.split(b",")
+                i = max(range(len(cells)), key=lambda j: len(cells[j]))
+                column = fmt.columns[i] if i < len(fmt.columns) else None
+                return CSVFormatError(src.name, number, column, f"a cell of {len(cells[i]):,} bytes: more than a row of faces "
+                                                                f"may hold ({limit:,} bytes)")
+    return CSVFormatError(src.name, None, None, f"a row longer than {limit:,} bytes")
+
+
 def read_raw(path: str | os.PathLike, image_size: int | None = None) -> RawTable:
     """Read a Kaggle CSV into string columns, checking structure, labels, ``Usage`` and keypoints.
 
@@ -351,11 +372,13 @@ def read_raw(path: str | os.PathLike, image_size: int | None = None) -> RawTable
         with _arrow_input(src) as stream:
             table = pacsv.read_csv(
                 stream,
-                read_options=pacsv.ReadOptions(column_names=list(fmt.columns), skip_rows=1, block_size=1 << 24),
+                read_options=pacsv.ReadOptions(column_names=list(fmt.columns), skip_rows=1, block_size=_READ_BLOCK_BYTES),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
                 convert_options=convert,
             )
     except pa.ArrowInvalid as e:
+        if "straddl" in str(e):  # a row longer than pyarrow's block: say which one
+            raise _oversized_row(src, fmt, _READ_BLOCK_BYTES) from None
         raise CSVFormatError(path, None, None, f"could not parse as CSV: {e}") from None
     except (OSError, *_CORRUPT) as e:  # a truncated gzip (pyarrow: OSError), a corrupt zip member (through pa.PythonFile)
         raise CSVFormatError(path, None, None, f"could not read the file ({e})") from None

@@ -4,12 +4,13 @@ The CSV has an ``image`` column (a file name relative to the images folder), opt
 ``height``, and ``<point>_x``/``<point>_y`` columns in pixels of the upright photo (a blank cell is
 a missing point); ``ytf_frames_kaggle15.csv`` and ``ytf_frames_68.csv`` in ``../shared`` are two.
 
-Training framing and annotation framing agree by construction: every photo goes through
-annotation's own detector (:func:`facepipe.annotate.detect.detect_faces`, with the detector
-recorded in the model's ``meta.json``) and crop
-(:func:`~facepipe.annotate.crop.square_crop` + :func:`~facepipe.annotate.crop.crop_resize`, via
-:func:`crop_photos`). The training split is re-cropped every epoch from a randomly jittered box
-whose noise matches what the detector's box shows against the labelled points (:func:`fit_box_model`).
+Training framing and annotation framing agree by construction: both go through the face layer
+(:mod:`facepipe.faces`): every photo through the detector annotation uses
+(:func:`facepipe.faces.detect.detect_faces`, with the detector recorded in the model's
+``meta.json``) and its crop (:func:`~facepipe.faces.crop.square_crop` +
+:func:`~facepipe.faces.crop.crop_resize`, via :func:`crop_photos`). The training split is re-cropped
+every epoch from a randomly jittered box whose noise matches what the detector's box shows against
+the labelled points (:func:`facepipe.faces.framing.fit_box_model`).
 Photos where the detector finds no face, or only faces that do not hold the labelled points, are
 framed from their labels through the same fitted relation, and counted.
 
@@ -19,10 +20,9 @@ Nothing here imports torch (these functions run in Ray Data workers).
 """
 from __future__ import annotations
 
-import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -30,145 +30,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facepipe.annotate.crop import crop_resize, image_to_crop, square_crop
-from facepipe.annotate.detect import detect_faces, detector_config
-from facepipe.annotate.io import ImageDecodeError, decode_image
-from facepipe.annotate.prepare import DEFAULT_MARGIN
 from facepipe.data.kaggle import PHOTO_POINTS, BadRow, CSVFormatError, RawTable, raise_or_record, read_raw
+from facepipe.faces.crop import crop_resize, image_to_crop, square_crop
+from facepipe.faces.decode import ImageDecodeError, decode_image
+from facepipe.faces.detect import detect_faces, detector_config
+from facepipe.faces.framing import Framing, match_face
 
 __all__ = [
-    "Framing", "BoxModel", "PhotoRows", "group_of", "group_split", "subsample_order", "read_photo_rows", "model_split_rows", "detect_batch", "crop_photos",
-    "face_boxes", "fit_box_model", "match_face", "interocular", "nme",
+    "PhotoRows", "group_of", "group_split", "subsample_order", "read_photo_rows", "model_split_rows", "detect_batch", "crop_photos", "interocular", "nme",
 ]
 
 _GROUP_SUFFIX = re.compile(r"_\d+$")
 #: A labelled point further outside its photo than this fraction of the photo's size is a bad row.
 OUTSIDE_TOLERANCE = 0.5
-#: Box jitter draws are clipped at this many standard deviations.
-JITTER_CLIP = 2.0
-
-
-@dataclass(frozen=True)
-class Framing:
-    """How a face box becomes the model's input crop, and the box noise added in training.
-
-    ``margin``: fraction of the box's longer side added on every edge (as in annotation).
-    ``shift_x``/``shift_y``: std of the box centre's offset, as a fraction of the box side;
-    ``scale``/``aspect``: std of the log box side / log aspect ratio. All zero: no jitter.
-    """
-
-    margin: float = DEFAULT_MARGIN
-    shift_x: float = 0.0
-    shift_y: float = 0.0
-    scale: float = 0.0
-    aspect: float = 0.0
-
-    def __post_init__(self) -> None:
-        for k, v in asdict(self).items():
-            if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"Framing.{k} must be a finite number >= 0, got {v!r}")
-        if self.margin > 2:
-            raise ValueError(f"Framing.margin must be <= 2, got {self.margin}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def without_jitter(self) -> "Framing":
-        return Framing(margin=self.margin)
-
-    def jitter(self, boxes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Boxes ``[N, 4]`` (x, y, w, h) moved and resized by draws of this noise."""
-        boxes = np.asarray(boxes, np.float64)
-        n = len(boxes)
-        z = np.clip(rng.standard_normal((n, 4)), -JITTER_CLIP, JITTER_CLIP)
-        side = np.maximum(boxes[:, 2], boxes[:, 3])
-        cx = boxes[:, 0] + boxes[:, 2] / 2 + z[:, 0] * self.shift_x * side
-        cy = boxes[:, 1] + boxes[:, 3] / 2 + z[:, 1] * self.shift_y * side
-        s = np.exp(z[:, 2] * self.scale)
-        a = np.exp(z[:, 3] * self.aspect / 2)
-        w, h = boxes[:, 2] * s * a, boxes[:, 3] * s / a
-        return np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
-
-
-def point_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre ``[N, 2]`` and spread ``[N]`` (RMS distance to the centre) of the present points."""
-    c = np.nanmean(points, axis=1)
-    spread = np.sqrt(np.nanmean(((points - c[:, None, :]) ** 2).sum(-1), axis=1))
-    return c, spread
-
-
-@dataclass(frozen=True)
-class BoxModel:
-    """Where the detector puts its box relative to the labelled points, in units of their spread."""
-
-    offset_x: float
-    offset_y: float
-    side: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def boxes(self, points: np.ndarray) -> np.ndarray:
-        """The detector-like box ``[N, 4]`` for faces known only from their points ``[N, K, 2]``."""
-        c, s = point_frame(points)
-        side = self.side * s
-        cx, cy = c[:, 0] + self.offset_x * s, c[:, 1] + self.offset_y * s
-        return np.stack([cx - side / 2, cy - side / 2, side, side], axis=1)
-
-
-def face_boxes(det_box: np.ndarray, points: np.ndarray, box_model: BoxModel | dict | None) -> tuple[np.ndarray, np.ndarray]:
-    """The detector's box ``[N, 4]`` where it found the labelled face, else the box ``box_model``
-    frames from the labels; and which faces were framed from their labels ``[N]``."""
-    box = np.asarray(det_box, np.float64).reshape(-1, 4).copy()
-    missed = ~np.isfinite(box).all(1)
-    if missed.any():
-        if box_model is None:
-            raise ValueError(f"{int(missed.sum())} faces without a detected box and no box_from_points to frame them from their labels")
-        model = box_model if isinstance(box_model, BoxModel) else BoxModel(**box_model)
-        box[missed] = model.boxes(np.asarray(points, np.float64)[missed])
-    return box, missed
-
-
-def fit_box_model(boxes: np.ndarray, points: np.ndarray, margin: float) -> tuple[BoxModel, Framing]:
-    """Fit :class:`BoxModel` on faces the detector found, and the box noise around it.
-
-    The noise (``Framing`` std's) is the spread of the detector's boxes around the fitted relation:
-    what a model must tolerate at inference, where only the detector's box is known.
-    """
-    ok = np.isfinite(boxes).all(1)
-    if ok.sum() < 10:
-        raise ValueError(f"only {int(ok.sum())} photos with a detected face: too few to fit the box framing (need >= 10)")
-    b, p = np.asarray(boxes, np.float64)[ok], points[ok]
-    c, s = point_frame(p)
-    side = np.maximum(b[:, 2], b[:, 3])
-    ox = (b[:, 0] + b[:, 2] / 2 - c[:, 0]) / s
-    oy = (b[:, 1] + b[:, 3] / 2 - c[:, 1]) / s
-    rel = side / s
-    model = BoxModel(float(np.median(ox)), float(np.median(oy)), float(np.median(rel)))
-    # Robust std (1.4826 * MAD): a few odd labels should not set the noise for everyone.
-    mad = lambda v: float(1.4826 * np.median(np.abs(v - np.median(v))))  # noqa: E731
-    framing = Framing(
-        margin=margin,
-        shift_x=mad(ox / rel),
-        shift_y=mad(oy / rel),
-        scale=mad(np.log(rel)),
-        aspect=mad(np.log(b[:, 2] / b[:, 3])),
-    )
-    return model, framing
-
-
-def match_face(boxes: np.ndarray, points: np.ndarray) -> int | None:
-    """Index of the box ``[F, 4]`` holding the labelled face: it contains the points' centre and is
-    the closest such box to it; None when no box does."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    if len(boxes) == 0 or not np.isfinite(points).any():
-        return None
-    c = np.nanmean(points, axis=0)
-    inside = (boxes[:, 0] <= c[0]) & (c[0] <= boxes[:, 0] + boxes[:, 2]) & (boxes[:, 1] <= c[1]) & (c[1] <= boxes[:, 1] + boxes[:, 3])
-    if not inside.any():
-        return None
-    d = np.hypot(boxes[:, 0] + boxes[:, 2] / 2 - c[0], boxes[:, 1] + boxes[:, 3] / 2 - c[1])
-    return int(np.argmin(np.where(inside, d, np.inf)))
 
 
 # --- reading the CSV ----------------------------------------------------------------------------

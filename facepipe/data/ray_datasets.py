@@ -140,7 +140,7 @@ PHOTO_COLUMNS = ("photo", "box", "points", "line")
 
 def _with_boxes(batch: dict, box_model: dict) -> dict:
     """``box``: the detector's box where it found the labelled face, else the box framed from the labels."""
-    from facepipe.data.photos import face_boxes
+    from facepipe.faces.framing import face_boxes
 
     box, _ = face_boxes(batch["det_box"], batch["points"], box_model)
     return {**batch, "box": box.astype(np.float32)}
@@ -173,9 +173,10 @@ def load_photo_splits(
     ``mask``, ``line``, ``square``; the training split keeps :data:`PHOTO_COLUMNS` too, for the
     per-epoch jittered re-crop (:func:`augment_train_batch` with ``framing``).
     """
-    from facepipe.annotate.detect import detector_config
-    from facepipe.annotate.prepare import DEFAULT_MARGIN
-    from facepipe.data.photos import detect_batch, fit_box_model, read_photo_rows
+    from facepipe.faces.detect import detector_config
+    from facepipe.faces.framing import DEFAULT_MARGIN
+    from facepipe.data.photos import detect_batch, read_photo_rows
+    from facepipe.faces.framing import fit_box_model
 
     rows = read_photo_rows(path, images, skip_bad_rows=skip_bad_rows, val_fraction=val_fraction, seed=seed, image_size=image_size,
                            train_fraction=train_fraction)

@@ -21,9 +21,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from facepipe.annotate.detect.base import LANDMARK_NAMES, Detections, Detector, DetectorConfig
-from facepipe.annotate.detect.haar import HaarConfig, HaarDetector, cascade_path, load_cascade
-from facepipe.annotate.detect.mtcnn import MTCNNConfig, MTCNNDetector
+from facepipe.faces.detect.base import LANDMARK_NAMES, Detections, Detector, DetectorConfig
+from facepipe.faces.detect.haar import HaarConfig, HaarDetector, cascade_path, load_cascade
+from facepipe.faces.detect.mtcnn import MTCNNConfig, MTCNNDetector
 
 __all__ = [
     "DETECTORS", "DEFAULT_DETECTOR", "LANDMARK_NAMES", "Detections", "Detector", "DetectorConfig", "HaarConfig", "HaarDetector",

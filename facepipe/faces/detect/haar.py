@@ -14,7 +14,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-from facepipe.annotate.detect.base import Detections, Detector, DetectorConfig
+from facepipe.faces.detect.base import Detections, Detector, DetectorConfig
 from facepipe.flags import field_meta
 
 __all__ = ["HaarConfig", "HaarDetector", "cascade_path", "load_cascade"]

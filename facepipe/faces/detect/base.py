@@ -46,7 +46,7 @@ class DetectorConfig:
     A field name means the same thing in every detector's config (they share one flag).
     """
 
-    #: The detector's name in the registry (:data:`facepipe.annotate.detect.DETECTORS`).
+    #: The detector's name in the registry (:data:`facepipe.faces.detect.DETECTORS`).
     name: ClassVar[str] = ""
 
     min_size: int = field(default=30, metadata=field_meta("smallest face, pixels of the (possibly downscaled) detection image",
@@ -60,14 +60,14 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         if not self.name:
             raise TypeError("DetectorConfig holds the shared settings only: use a detector's config "
-                            "(facepipe.annotate.detect.detector_config(name), HaarConfig, MTCNNConfig)")
+                            "(facepipe.faces.detect.detector_config(name), HaarConfig, MTCNNConfig)")
         if self.min_size < 1 or self.max_side < 32 or self.max_faces < 0:
             raise ValueError("min_size >= 1, max_side >= 32 and max_faces >= 0 are required")
         if self.min_score is not None and not math.isfinite(self.min_score):
             raise ValueError(f"min_score must be a finite number, got {self.min_score}")
 
     def to_dict(self) -> dict:
-        """JSON-friendly, with the detector's ``name`` (what :func:`~facepipe.annotate.detect.detector_config` reads back)."""
+        """JSON-friendly, with the detector's ``name`` (what :func:`~facepipe.faces.detect.detector_config` reads back)."""
         return {"name": self.name, **asdict(self)}
 
     def describe(self) -> str:

@@ -1,6 +1,6 @@
 """Face crops for the models, and the one mapping from model-input pixels back to the image.
 
-Pixel-centre convention everywhere (as in ``facepipe.models.to_pixels``): the centre of pixel
+Pixel-centre convention everywhere (as in :func:`facepipe.coords.to_pixels`): the centre of pixel
 ``(row i, column j)`` is at ``x = j, y = i``. A crop is an integer square ``(x0, y0, side)`` of
 image pixels (it may reach outside the image; the outside is filled by edge replication) resized to
 ``size x size`` with OpenCV's centre-aligned resize, so model-input pixel ``u`` looks at image

@@ -1,4 +1,4 @@
-"""Listing input files and decoding images by their content (never their extension).
+"""Decoding images by their content (never their extension), and images already decoded.
 
 Decoding uses OpenCV only (``cv2.imdecode`` with ``IMREAD_UNCHANGED``: JPEG, PNG, BMP, WebP, TIFF
 and whatever else the OpenCV build reads), then normalises every mode to ``uint8``:
@@ -16,175 +16,33 @@ return a half-grey image with only a warning on stderr.
 """
 from __future__ import annotations
 
-import fnmatch
 import io
-import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import ExifTags, Image
 
 __all__ = [
-    "FileEntry",
+    "COLOR_ORDERS",
     "DecodedImage",
     "ImageDecodeError",
-    "list_files",
-    "root_labels",
-    "sniff_format",
-    "exif_orientation",
+    "MAX_PIXELS",
     "apply_orientation",
+    "array_to_image",
+    "check_pixel_budget",
     "decode_image",
-    "to_uint8",
+    "exif_orientation",
+    "gray_and_bgr",
+    "sniff_format",
     "to_gray",
+    "to_uint8",
 ]
 
 
 class ImageDecodeError(ValueError):
     """The bytes are not an image this build can decode (the message says why)."""
-
-
-# --- listing -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    root: str  # label of the input root (its folder name, made unique within the output)
-    input_root: str  # absolute path of the input root
-    path: str  # POSIX path relative to the input root
-    abs_path: str
-    size: int
-    mtime_ns: int
-    ctime_ns: int = -1  # inode change time: moves on every content write, and no tool can set it back
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.root, self.path)
-
-
-def input_root(path: str | os.PathLike) -> Path:
-    """The folder an input stands for: itself, or a file's folder (so a file named alone gets the
-    same root and path as when its folder is annotated)."""
-    p = Path(path).resolve()
-    return p.parent if p.is_file() else p
-
-
-def lossless_name(name: str) -> str:
-    """A file name as valid UTF-8 text, one-to-one: bytes that are not UTF-8 (which Python keeps as
-    surrogate escapes, and Parquet cannot store) become ``\\xNN`` and a backslash becomes two, so
-    no other file's name can read the same. Names without either are unchanged."""
-    if "\\" not in name:
-        try:
-            name.encode("utf-8")
-            return name
-        except UnicodeEncodeError:
-            pass
-    return os.fsencode(name).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
-
-
-def real_name(text: str) -> str:
-    """The file name :func:`lossless_name` turned into ``text`` (what ``open`` needs)."""
-    if "\\" not in text:
-        return text
-    raw, out, i = text.encode("utf-8"), bytearray(), 0
-    while i < len(raw):
-        if raw[i : i + 2] == b"\\\\":
-            out += b"\\"
-            i += 2
-        elif raw[i : i + 2] == b"\\x":
-            out.append(int(raw[i + 2 : i + 4], 16))
-            i += 4
-        else:
-            out.append(raw[i])
-            i += 1
-    return os.fsdecode(bytes(out))
-
-
-def root_labels(inputs: list[str | os.PathLike], known: dict[str, str] | None = None) -> list[str]:
-    """One label per input, a function of its folder's absolute path only (never of argument
-    order): the label ``known`` gives that folder (what an output already calls it), else the
-    folder's name, with ``~2``, ``~3`` ... added when another folder already has that label
-    (inputs in the same folder share its label)."""
-    labels: list[str] = []
-    by_root: dict[str, str] = dict(known or {})
-    taken = set(by_root.values())
-    for root in sorted({str(input_root(d)) for d in inputs}):  # new folders labelled in a fixed order
-        if root not in by_root:
-            name, n = Path(root).name or "root", 1
-            label = name
-            while label in taken:
-                n += 1
-                label = f"{name}~{n}"
-            by_root[root] = label
-            taken.add(label)
-    for d in inputs:
-        labels.append(by_root[str(input_root(d))])
-    return labels
-
-
-def list_files(
-    inputs: list[str | os.PathLike],
-    recursive: bool = False,
-    pattern: str = "*",
-    include_hidden: bool = False,
-    known_roots: dict[str, str] | None = None,
-) -> list[FileEntry]:
-    """Regular files under each input folder whose name matches ``pattern`` (fnmatch, case-sensitive),
-    and each input that is a file itself (taken as named, whatever its name).
-
-    Hidden files and folders (name starting with ``.``) are skipped unless ``include_hidden``.
-    Symlinks to files are followed; the order is sorted by (root, path) so runs are reproducible,
-    and a file reached twice (named alone and inside a named folder) is listed once.
-    ``known_roots`` (absolute folder → label) keeps the labels an output already uses
-    (:func:`root_labels`).
-    """
-    entries: dict[tuple[str, str], FileEntry] = {}
-    for label, d in zip(root_labels(inputs, known_roots), inputs):
-        root = input_root(d)
-        if Path(d).is_file():
-            full = Path(d).resolve()
-            st = full.stat()
-            entries[(label, full.name)] = FileEntry(label, str(root), lossless_name(full.name), str(full), int(st.st_size), int(st.st_mtime_ns),
-                                                  int(st.st_ctime_ns))
-            continue
-        if not root.is_dir():
-            raise NotADirectoryError(f"input is neither a file nor a folder: {d}")
-        walker = os.walk(root, followlinks=False) if recursive else [(str(root), [], os.listdir(root))]
-        for dirpath, dirnames, filenames in walker:
-            if not include_hidden:
-                dirnames[:] = [n for n in dirnames if not n.startswith(".")]
-            dirnames.sort()
-            for name in sorted(filenames):
-                if not include_hidden and name.startswith("."):
-                    continue
-                if not fnmatch.fnmatchcase(name, pattern):
-                    continue
-                full = Path(dirpath) / name
-                try:
-                    st = full.stat()
-                except OSError:  # dangling symlink: still an input file, the read will report it
-                    st = None
-                if st is not None and not _is_regular(st.st_mode):
-                    continue
-                rel = lossless_name(full.relative_to(root).as_posix())
-                entries[(label, rel)] = FileEntry(
-                    root=label,
-                    input_root=str(root),
-                    path=rel,
-                    abs_path=str(full),
-                    size=int(st.st_size) if st else -1,
-                    mtime_ns=int(st.st_mtime_ns) if st else -1,
-                    ctime_ns=int(st.st_ctime_ns) if st else -1,
-                )
-    return sorted(entries.values(), key=lambda e: (e.root, e.path))
-
-
-def _is_regular(mode: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(mode)
 
 
 # --- format sniffing and EXIF --------------------------------------------------------------------
@@ -382,11 +240,45 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
         raise ImageDecodeError(f"OpenCV could not decode the {fmt or 'file'}: {msg}") from None
     if img is None or img.size == 0:
         if fmt is None:
-            head = data[:8].hex(" ")
-            raise ImageDecodeError(f"not an image: unrecognised content (first bytes {head})")
+            # No byte of the file in the message: an input may be a link to a file outside the
+            # input folder, and error rows are read by whoever reads the output.
+            raise ImageDecodeError(f"not an image: {len(data):,} bytes in no format this build decodes")
         raise ImageDecodeError(f"corrupt or unsupported {fmt} file (OpenCV could not decode it)")
     mode = _mode(img)
     img = to_uint8(img)
     orientation = exif_orientation(data, fmt)
     img = apply_orientation(img, orientation)
     return DecodedImage(image=img, format=fmt or "unknown", mode=mode, orientation=orientation)
+
+
+# --- images already decoded ----------------------------------------------------------------------
+
+
+#: Channel orders an array may come in: RGB(A) as PIL, matplotlib and most libraries hold it, or
+#: BGR(A) as OpenCV does.
+COLOR_ORDERS = ("rgb", "bgr")
+
+
+def array_to_image(item, color: str) -> tuple[np.ndarray, str, str]:
+    """A decoded image (numpy array in ``color`` order, 8/16 bit, gray/3/4 channels, or a PIL image,
+    always RGB) → ``uint8`` gray or 3 channels, their order (``color``, or ``rgb`` for PIL) and the
+    mode it came in."""
+    if color not in COLOR_ORDERS:
+        raise ValueError(f"color must be one of {COLOR_ORDERS}, got {color!r}")
+    if hasattr(item, "getbands") and hasattr(item, "mode"):  # a PIL image, without importing PIL
+        mode = f"pil-{item.mode}"
+        if item.mode not in ("L", "RGB", "RGBA", "I;16"):
+            item = item.convert("RGBA" if "A" in item.getbands() else "RGB")
+        arr, color = np.asarray(item), "rgb"
+    else:
+        arr = np.asarray(item)
+        mode = f"{color}-{arr.dtype}" if arr.ndim == 3 else str(arr.dtype)
+    return to_uint8(arr), color, mode  # alpha composited over white, channel order kept
+
+
+def gray_and_bgr(img: np.ndarray, order: str, want_bgr: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``uint8`` gray, and the BGR image when ``want_bgr`` (None for a gray image), of an image in ``order``."""
+    if img.ndim == 2:
+        return img, None
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY if order == "rgb" else cv2.COLOR_BGR2GRAY)
+    return gray, ((img if order == "bgr" else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)) if want_bgr else None)
