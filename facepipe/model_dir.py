@@ -72,7 +72,8 @@ def check_model_dir(path: str | os.PathLike, task: str | None = None) -> dict:
     if task is not None and task not in LABEL_FIELDS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(LABEL_FIELDS)}")
     if meta.get("task") not in LABEL_FIELDS or (task is not None and meta["task"] != task):
-        raise ValueError(f"{path}: is a {meta.get('task')!r} model, expected a {task or ' or '.join(map(repr, LABEL_FIELDS))} model")
+        expected = repr(task) if task is not None else " or ".join(map(repr, LABEL_FIELDS))
+        raise ValueError(f"{path}: is a {meta.get('task')!r} model, expected a {expected} model")
     label_key = LABEL_FIELDS[meta["task"]]
     for field, typ in (*_REQUIRED, (label_key, list)):
         if not isinstance(meta.get(field), typ) or (typ is int and isinstance(meta.get(field), bool)):
