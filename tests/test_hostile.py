@@ -222,7 +222,10 @@ def test_an_interrupted_local_run_is_one_line_and_its_rerun_completes_exactly_on
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cmd = [sys.executable, "-m", "facepipe", "annotate", str(inp), "--output", str(out), "--local", "--plots", "none", "--quiet",
            "--part-images", "10", "--keypoints-model", str(models[0]), "--emotion-model", str(models[1])]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    # A shell's background job inherits SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    # give the child the default disposition a terminal's Ctrl-C meets.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not list((out / "annotations").glob("part-*.parquet")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
