@@ -76,10 +76,13 @@ def native_lines_aside(enabled: bool, command: str):
     try:
         with native_stderr_to(native):
             yield
-    except BaseException:
+    except Exception:
         if os.path.getsize(native):
             print(f"{command}: Ray's own log lines of this run are in {native}", file=sys.stderr)
             raise
+        os.unlink(native)
+        raise
+    except BaseException:  # Ctrl-C, SIGTERM: not a failure to look into, and the command says so in one line
         os.unlink(native)
         raise
     os.unlink(native)

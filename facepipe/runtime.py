@@ -1,6 +1,7 @@
 """Ray session set-up shared by every job: join a cluster when there is one, else start a local Ray."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -12,6 +13,26 @@ from facepipe.ray_compat import EMBEDDED_SYSTEM_CONFIG
 #: authentication is on (it is, as it should be), and that Ray Data's progress bars are off (we
 #: turned them off, for the job's own progress lines). Shown again with ``progress``.
 _NOISE_LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress")
+
+
+@contextlib.contextmanager
+def _keep_signal_handlers():
+    """Ray's driver set-up replaces SIGTERM's handler twice (a Python one that exits 15, and its
+    core worker's C++ one that prints a stack and aborts, exit 134): put back the handlers set
+    before ``ray.init`` (the CLI's one line and exit 143, :func:`facepipe.cli.run_main`)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            if handler is not None:  # None: set outside Python, nothing to put back
+                signal.signal(sig, handler)
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, progress: bool = False, quiet: bool = False) -> dict:
@@ -33,12 +54,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, progress: 
             os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
         address = address or os.environ.get("RAY_ADDRESS") or None
         kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": not quiet}
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            # The dashboard serves Ray's state API, which Ray Train's clean-up polls; local only.
-            ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                     _system_config=EMBEDDED_SYSTEM_CONFIG, **kwargs)
+        with _keep_signal_handlers():
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                # The dashboard serves Ray's state API, which Ray Train's clean-up polls; local only.
+                ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                         _system_config=EMBEDDED_SYSTEM_CONFIG, **kwargs)
     ctx = ray.data.DataContext.get_current()
     if not progress:
         # After ray.data is imported: it configures its own loggers on import.

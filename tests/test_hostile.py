@@ -15,6 +15,10 @@ from facepipe.data.synth import write_fer_csv, write_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: Runs a command as this user but without the capabilities that let root read any folder, so that
+#: mode 000 means to it what it means to everyone else (CI runs as root).
+_NO_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
@@ -146,6 +150,25 @@ def test_an_output_below_a_file_is_one_line(models, tmp_path):
     assert "afile" in one_line(proc)
 
 
+def test_an_output_under_a_read_only_folder_is_one_line(models, tmp_path):
+    write_image_folder(tmp_path / "in", 1)
+    locked = tmp_path / "readonly"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        probe = subprocess.run([*_NO_DAC, sys.executable, "-c", f"import os; os.mkdir({str(locked / 'x')!r})"], capture_output=True)
+        if shutil.which("setpriv") is None or probe.returncode == 0:
+            pytest.skip("no way here to make a folder read-only to this process")
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        proc = subprocess.run([*_NO_DAC, sys.executable, "-m", "facepipe", "annotate", str(tmp_path / "in"), "--output", str(locked / "out"),
+                               "--keypoints-model", str(models[0]), "--emotion-model", str(models[1])],
+                              capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+        assert proc.returncode == 2
+        assert "readonly" in one_line(proc) and "write permission" in proc.stderr
+    finally:
+        locked.chmod(0o755)
+
+
 # --- 2. nothing lost in listing ------------------------------------------------------------------
 
 
@@ -161,10 +184,6 @@ def test_names_that_are_not_utf8_or_hold_a_backslash_stay_in_the_current_view(mo
     view = read_annotations(tmp_path / "out")
     assert view.path.nunique() == 3, sorted(view.path.unique())
 
-
-#: Runs a command as this user but without the capabilities that let root read any folder, so that
-#: mode 000 means to it what it means to everyone else (CI runs as root).
-_NO_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
 
 
 def test_an_unreadable_sub_folder_is_named_and_fails_the_run(tmp_path):
@@ -211,7 +230,8 @@ def test_an_error_row_never_echoes_a_file_outside_the_input(models, tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143)])
-def test_an_interrupted_local_run_is_one_line_and_its_rerun_completes_exactly_once(models, tmp_path, sig, code):
+@pytest.mark.parametrize("where", ["--local", "--ray"])
+def test_an_interrupted_run_is_one_line_and_its_rerun_completes_exactly_once(models, tmp_path, sig, code, where):
     import signal
     import time
 
@@ -220,7 +240,8 @@ def test_an_interrupted_local_run_is_one_line_and_its_rerun_completes_exactly_on
     inp, out = tmp_path / "in", tmp_path / "out"
     write_image_folder(inp, 120, size=320)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    cmd = [sys.executable, "-m", "facepipe", "annotate", str(inp), "--output", str(out), "--local", "--plots", "none", "--quiet",
+    # --ray: an embedded Ray of its own, whose driver set-up installs SIGTERM handlers (a Python one, exit 15; a C++ one, abort 134)
+    cmd = [sys.executable, "-m", "facepipe", "annotate", str(inp), "--output", str(out), where, "--plots", "none", "--quiet",
            "--part-images", "10", "--keypoints-model", str(models[0]), "--emotion-model", str(models[1])]
     # A shell's background job inherits SIGINT ignored, and Python then never raises KeyboardInterrupt:
     # give the child the default disposition a terminal's Ctrl-C meets.
@@ -236,7 +257,7 @@ def test_an_interrupted_local_run_is_one_line_and_its_rerun_completes_exactly_on
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr[-3000:]
     committed = read_annotations(out, latest=False)
     assert 0 < committed.path.nunique() < 120
-    rerun = facepipe(*cmd[3:])
+    rerun = facepipe(*[a if a != "--ray" else "--local" for a in cmd[3:]])  # the rerun's own executor does not matter here
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     rows = read_annotations(out, latest=False)
     assert rows.path.nunique() == 120 and not rows.duplicated(["path", "face_index"]).any()

@@ -211,7 +211,7 @@ def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path, t_st
     with output_lock(output):
         for folder in (output / PLOTS_DIR, dataset_dir(output)):  # what a killed run left half-written
             remove_temporaries(folder)
-        state = load_state(output, run.kp_id, run.em_id, detector=det.describe(), log=_warn)
+        state = load_state(output, run.kp_id, run.em_id, detector=det.describe(), log=lambda m: _warn(f"annotate: {m}"))
         listed = list_files(inputs, recursive=cfg.recursive, pattern=cfg.glob, include_hidden=cfg.include_hidden, known_roots=state.roots)
         entries = [e for e in listed if not _written_by_us(e.abs_path, output)]
         for root, path, reason in listed.unreadable:

@@ -88,7 +88,7 @@ def committed_parts(output: str | os.PathLike, repair: bool = False, log=None) -
 
     A damaged part (truncated, overwritten, bytes changed inside its pages) raises
     :class:`DamagedOutput` naming it; with ``repair`` (a caller holding the output lock) it is moved
-    to ``OUT/quarantine/`` instead (never deleted), ``log`` says so in one line, and the files whose
+    to ``OUT/quarantine/`` instead (never deleted), ``log`` says so in one line (the caller adds its command's name), and the files whose
     rows it held are no longer done, so the run annotates them again.
     """
     import json
@@ -133,7 +133,7 @@ def committed_parts(output: str | os.PathLike, repair: bool = False, log=None) -
         cache.pop(p.name, None)
         changed = True
         if log is not None:
-            log(f"annotate: damaged part {p.name} ({why}) moved to {aside}; its files are annotated again")
+            log(f"damaged part {p.name} ({why}) moved to {aside}; its files are annotated again")
     if changed:
         live = {p.name for p in good}
         with contextlib.suppress(OSError):  # a reader without write access just verifies again next time

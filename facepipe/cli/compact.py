@@ -27,7 +27,7 @@ def main(args: argparse.Namespace) -> int:
 
     s = compact(args.output, existing=not args.keep_deleted)
     for line in s["quarantined"]:
-        print(line.replace("annotate:", "compact:", 1), file=sys.stderr)
+        print(f"compact: {line}", file=sys.stderr)
     print(f"compact: {s['rows_before']} rows in {s['parts_before']} parts -> {s['rows_after']} rows of {s['files_after']} files in "
           f"{s['parts_after']} part" + (f" (finished an interrupted compaction: {s['recovered']})" if s["recovered"] else ""))
     print(json.dumps(s))
