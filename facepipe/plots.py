@@ -14,10 +14,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from facepipe import storage  # noqa: E402
 from facepipe.data.schema import EMOTIONS  # noqa: E402
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def _save(fig, path: str | os.PathLike) -> Path | str:
+    """Save and close ``fig`` as ``path``: a local path, or an object-store URI (one PUT)."""
+    if storage.is_uri(path):
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format=os.fspath(path).rsplit(".", 1)[-1], dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return storage.write_bytes(path, buf.getvalue())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")

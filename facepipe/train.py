@@ -27,6 +27,7 @@ import ray
 import torch
 
 from facepipe import models
+from facepipe import storage
 from facepipe.augment import AugmentConfig
 from facepipe.data.kaggle import FER, FER_FRAME_MARGIN, PHOTO_POINTS, detect_format
 from facepipe.data.ray_datasets import DATA_TASK_CPUS, FER_TRAIN, FER_VAL, PHOTO_COLUMNS, EpochClock, augment_train_batch, load_splits
@@ -377,8 +378,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     from ray.train.torch import TorchTrainer
 
     task = get_task(cfg.task)
-    run_dir = os.path.join(cfg.storage_path, cfg.name)
-    if "://" not in run_dir and os.path.exists(run_dir) and not cfg.resume:
+    run_dir = storage.join(cfg.storage_path, cfg.name)
+    if storage.exists(run_dir) and not cfg.resume:
         raise FileExistsError(f"run {run_dir} exists: pass --resume to continue it, or choose another --name/--output")
     if cfg.resume:
         check_resume_matches(cfg, run_dir)
@@ -494,12 +495,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     from facepipe.data.synth import is_generated
 
     chosen = next(h for h in history if h["epoch"] == best["epoch"])
+    local_data = storage.local_copy(cfg.data)  # a CSV on an object store: the copy its loading fetched
     meta.update({
         "trained_epochs": state["epoch"],
         "best_epoch": best["epoch"],
         "train_config": public,
         "augment": aug,
-        "data": {"file": os.path.basename(cfg.data), "generated": is_generated(cfg.data), "bytes": os.path.getsize(cfg.data), "sha256": file_sha256(cfg.data),
+        "data": {"file": storage.name_of(cfg.data), "generated": is_generated(local_data), "bytes": os.path.getsize(local_data), "sha256": file_sha256(local_data),
                  "format": fmt.name, "train_split": train_split, "val_split": val_split, "train_rows": n_train,
                  "val_rows": n_val, "skipped_rows": len(splits.skipped),
                  **({"images": photo["images"], "split_by": photo["split_by"], "faces": photo["faces"]} if photo else {})},
@@ -531,12 +533,14 @@ def check_resume_matches(cfg: TrainConfig, run_dir: str) -> None:
     would run at the schedule's final ~1e-8 learning rate while meta.json recorded the new values.
     The checkpoint's weights fit only the network they were saved from.
     """
-    if "://" in run_dir:  # remote storage: Ray restores from it; nothing to read here
-        return
-    found = sorted(Path(run_dir).glob(f"checkpoint_*/{STATE}"))
+    import io
+
+    found = sorted(e.path for e in storage.list_tree(run_dir)[0] if e.path.startswith("checkpoint_") and e.path.count("/") == 1
+                   and e.path.endswith("/" + STATE))
     if not found:
         return
-    saved = json.loads(torch.load(found[-1], map_location="cpu", weights_only=True)["config"])
+    state = torch.load(io.BytesIO(storage.read_bytes(storage.join(run_dir, found[-1]))), map_location="cpu", weights_only=True)
+    saved = json.loads(state["config"])
     # compared as the checkpoint stored them (tuples become lists); fields older runs lack are not compared
     now = json.loads(json.dumps(asdict(cfg), default=str))
     changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in NETWORK_FIELDS if k in saved and saved[k] != now[k]]
@@ -556,5 +560,5 @@ def check_resume_matches(cfg: TrainConfig, run_dir: str) -> None:
 def remove_run(cfg: TrainConfig) -> None:
     """Delete a local run directory (for --overwrite)."""
     run_dir = os.path.join(cfg.storage_path, cfg.name)
-    if "://" not in run_dir and os.path.exists(run_dir):
+    if not storage.is_uri(run_dir) and os.path.exists(run_dir):
         shutil.rmtree(run_dir)

@@ -1,6 +1,12 @@
 """Shared fixtures: one real local Ray per test session (2 CPUs, like the smallest machine) and ../shared data."""
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -9,9 +15,63 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """A real local Ray with 2 CPUs, started once for the whole session."""
+def s3_server():
+    """A real S3-protocol server (moto's server mode) on loopback for the whole session, reached as
+    any user's S3 is: through ``AWS_ENDPOINT_URL`` and the ``AWS_*`` credentials in the environment
+    (set here before Ray starts, so its workers and the CLI's subprocesses inherit them)."""
+    pytest.importorskip("moto", reason="moto[server] (a dev dependency) is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"facepipe-moto-{port}.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")}
+    os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="facepipe-test", AWS_SECRET_ACCESS_KEY="facepipe-test",
+                      AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    import boto3
+
+    client = boto3.client("s3")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.list_buckets()
+            break
+        except Exception:  # noqa: BLE001 - not listening yet
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the S3 test server did not start (see {log.name})") from None
+            time.sleep(0.1)
+    yield client
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(s3_server) -> str:
+    """A new, empty bucket on the session's S3 server, as ``s3://<name>``."""
+    name = f"facepipe-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_session(request):
+    """A real local Ray with 2 CPUs, started once for the whole session (after the S3 server when
+    one is available, so that its workers inherit the server's address)."""
     from facepipe.runtime import init_ray
+
+    try:
+        import moto  # noqa: F401
+
+        request.getfixturevalue("s3_server")
+    except ImportError:
+        pass
 
     import ray
 

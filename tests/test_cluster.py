@@ -40,8 +40,32 @@ def check_entrypoint(argv: list[str]) -> None:
 def test_cluster_has_the_documented_files():
     names = {p.relative_to(CLUSTER).as_posix() for p in CLUSTER.rglob("*") if p.is_file()}
     for f in ("README.md", "runtime_env.yaml", "aws-cluster.yaml", "kuberay/rayjob-train.yaml", "kuberay/raycluster-annotate.yaml",
-              "kuberay/cronjob-annotate.yaml", "local/crontab", "local/facepipe-annotate.service", "local/facepipe-annotate.timer"):
+              "kuberay/cronjob-annotate.yaml", "kuberay/pvc/rayjob-train.yaml", "kuberay/pvc/raycluster-annotate.yaml",
+              "kuberay/pvc/cronjob-annotate.yaml", "local/crontab", "local/facepipe-annotate.service", "local/facepipe-annotate.timer"):
         assert f in names
+
+
+@pytest.mark.parametrize("name", ["rayjob-train.yaml", "raycluster-annotate.yaml", "cronjob-annotate.yaml"])
+def test_the_kuberay_manifests_keep_their_data_on_object_storage(name):
+    """No shared volume: inputs, outputs and checkpoints are s3:// URIs, and the Ray pods get credentials."""
+    text = (CLUSTER / "kuberay" / name).read_text()
+    assert "persistentVolumeClaim" not in text and "volumeMounts" not in text
+    d = yaml.safe_load(text)
+    if d["kind"] == "RayJob":
+        argv = shlex.split(d["spec"]["entrypoint"])
+        paths = [argv[argv.index(f) + 1] for f in ("--data", "--output", "--storage-path")]
+        cluster = d["spec"]["rayClusterSpec"]
+    elif d["kind"] == "CronJob":
+        argv = d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+        paths = [argv[argv.index(f) + 1] for f in ("--input", "--output")]
+        cluster = None
+    else:
+        paths, cluster = [], d["spec"]
+    assert all(p.startswith("s3://") for p in paths), paths
+    if cluster is not None:
+        for c in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+            env = {e["name"] for e in c["template"]["spec"]["containers"][0]["env"]}
+            assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=[p.name for p in YAMLS])

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "facepipe"
 #: Layer of each module (the longest matching prefix wins) and the layers each layer may import.
 LAYERS = {
     "facepipe": "base", "facepipe.flags": "base", "facepipe.logs": "base", "facepipe.coords": "base", "facepipe.model_dir": "base",
-    "facepipe.ray_compat": "base", "facepipe.runtime": "base",
+    "facepipe.ray_compat": "base", "facepipe.runtime": "base", "facepipe.storage": "base",
     "facepipe.faces": "faces",
     "facepipe.data": "data", "facepipe.augment": "data", "facepipe.plots": "data",
     "facepipe.tasks": "models", "facepipe.models": "models", "facepipe.predictor": "models",

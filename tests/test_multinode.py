@@ -4,7 +4,9 @@ The head (2 CPUs) and a second node (2 CPUs) are separate ``ray start`` processe
 temp dirs and ports (tests/raynodes.py); the jobs are the real ``python jobs/*.py`` drivers with
 ``RAY_ADDRESS`` set to the head. "Losing a node" is SIGKILL of every process of the second node (its
 raylet, agents and workers) at once; "a replacement joins" is a new ``ray start --address``, as an
-autoscaler would add. Checkpoints go to a ``--storage-path`` both nodes see (here: the same disk).
+autoscaler would add. The nodes share no folder: the CSV, the photos, checkpoints and outputs all
+live in a bucket on the session's S3-protocol server (tests/conftest.py ``s3_server``), as on a
+cluster without a shared volume; the drivers keep only their logs locally.
 
 Training places one worker per node: each asks for 1.2 CPUs, so two never fit on one 2-CPU node
 (the other 0.8 CPU of each node is left to the Ray Data tasks). The tests share one head; each
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from facepipe import storage
 from raynodes import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -76,7 +79,8 @@ class Job:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(s3_server):
+    """The head, started once the S3 server's AWS_* variables are set (every node inherits them)."""
     c = LocalCluster(head_cpus=2)
     try:
         c.start_head()
@@ -87,25 +91,37 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def keypoints_csv(tmp_path_factory):
+def bucket(s3_server) -> str:
+    """This module's bucket (every node reaches it through AWS_ENDPOINT_URL)."""
+    import uuid
+
+    name = f"facepipe-nodes-{uuid.uuid4().hex[:8]}"
+    s3_server.create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="module")
+def keypoints_csv(tmp_path_factory, bucket):
     from facepipe.data.synth import write_keypoints_csv
 
-    return write_keypoints_csv(tmp_path_factory.mktemp("kpdata") / "kp.csv.gz", 600, seed=2)
+    local = write_keypoints_csv(tmp_path_factory.mktemp("kpdata") / "kp.csv.gz", 600, seed=2)
+    storage.write_bytes(f"{bucket}/data/kp.csv.gz", Path(local).read_bytes())
+    return f"{bucket}/data/kp.csv.gz"
 
 
-def storage(out: Path) -> Path:
-    """The ``--storage-path`` every node sees (on one machine: any local folder)."""
-    return out.parent / "shared_storage"
+def checkpoints(out: str) -> str:
+    """The ``--storage-path`` every node reaches: beside the output, in the bucket."""
+    return out.rsplit("/", 1)[0] + "/checkpoints"
 
 
-def train_argv(data: Path, out: Path, *extra: str) -> list[str]:
+def train_argv(data: str, out: str, *extra: str) -> list[str]:
     # Small and quick: 540 training rows, ~17 steps of 16 per worker and epoch (a few seconds).
-    return ["jobs/train.py", "--task", "keypoints", "--data", data, "--output", out, "--storage-path", storage(out),
+    return ["jobs/train.py", "--task", "keypoints", "--data", data, "--output", out, "--storage-path", checkpoints(out),
             "--num-workers", "2", "--cpus-per-worker", "1.2", "--threads-per-worker", "1", "--epochs", str(EPOCHS),
             "--batch-size", "16", "--width", "16", "--no-evaluate", *extra]
 
 
-def registered_epoch(run_dir: Path) -> int:
+def registered_epoch(run_dir: str) -> int:
     """The epoch of the run's latest checkpoint that Ray Train has registered (0: none yet).
 
     A checkpoint counts once the controller has collected every worker's report of it, and records
@@ -113,13 +129,13 @@ def registered_epoch(run_dir: Path) -> int:
     node is lost is not used (the retry starts from the registered one before it).
     """
     try:
-        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+        snapshot = json.loads(storage.read_bytes(f"{run_dir}/checkpoint_manager_snapshot.json"))
         return int(snapshot["latest_checkpoint_result"]["metrics"]["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
 
 
-def kill_mid_epoch(job: Job, node, run_dir: Path, after: int = 0) -> tuple[int, list[tuple[int, str]]]:
+def kill_mid_epoch(job: Job, node, run_dir: str, after: int = 0) -> tuple[int, list[tuple[int, str]]]:
     """SIGKILL ``node`` as soon as a checkpoint later than epoch ``after`` is registered: part-way
     into the next epoch. Returns that checkpoint's epoch and what was killed."""
     deadline = time.time() + 180
@@ -132,14 +148,14 @@ def kill_mid_epoch(job: Job, node, run_dir: Path, after: int = 0) -> tuple[int, 
     return epoch, killed
 
 
-def assert_every_epoch_once(out: Path) -> None:
-    history = json.loads((out / "keypoints" / "history.json").read_text())
+def assert_every_epoch_once(out: str) -> None:
+    history = json.loads(storage.read_bytes(f"{out}/keypoints/history.json"))
     assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1)), history
-    meta = json.loads((out / "keypoints" / "model" / "meta.json").read_text())
+    meta = json.loads(storage.read_bytes(f"{out}/keypoints/model/meta.json"))
     assert meta["trained_epochs"] == EPOCHS
 
 
-def test_training_survives_node_losses_and_every_epoch_is_trained_once(cluster, keypoints_csv, tmp_path):
+def test_training_survives_node_losses_and_every_epoch_is_trained_once(cluster, keypoints_csv, bucket, tmp_path):
     """Two lost nodes in one run's life, each part-way through an epoch, each replaced by a new node:
 
     1. without ``--max-failures`` the job fails (exit 1) with one last line that names Ray's
@@ -148,8 +164,8 @@ def test_training_survives_node_losses_and_every_epoch_is_trained_once(cluster, 
        loses its second node, restarts its workers on the replacement from the checkpoint of
        then, and finishes. Its history has every epoch exactly once.
     """
-    out = tmp_path / "out"
-    run_dir = storage(out) / "keypoints"
+    out = f"{bucket}/{tmp_path.name}/out"
+    run_dir = checkpoints(out) + "/keypoints"
     env = cluster.driver_env()
     node_b = cluster.add_node(2)
     first = Job(train_argv(keypoints_csv, out), env, tmp_path / "1-fails.log")
@@ -162,7 +178,7 @@ def test_training_survives_node_losses_and_every_epoch_is_trained_once(cluster, 
     assert rc == 1, first.tail()
     reason = re.search(r"^train: \[keypoints\] training failed: WorkerGroupError: Training failed due to worker errors.*$", first.text(), re.M)
     assert reason and "rerun the same command with --resume" in reason.group(0), first.tail()
-    assert not (out / "keypoints" / "history.json").exists()
+    assert not storage.exists(f"{out}/keypoints/history.json")
     print(f"node lost after the checkpoint of epoch {epoch1}, no retries; the job ends with:\n" + "".join(first.lines[-12:]))
 
     second = Job(train_argv(keypoints_csv, out, "--resume", "--max-failures", "1"), env, tmp_path / "2-resumes-recovers.log")
@@ -189,7 +205,7 @@ def untrained_models(tmp_path_factory):
     return write_untrained_models(tmp_path_factory.mktemp("models"), small_emotion=True)
 
 
-def test_annotation_survives_node_loss_every_file_exactly_once(cluster, untrained_models, tmp_path):
+def test_annotation_survives_node_loss_every_file_exactly_once(cluster, untrained_models, bucket, tmp_path):
     """The second node is lost once the first part file is committed (60 two-file tasks, spread over
     both nodes; the model actor on either). Ray Data retries the lost tasks and restarts the actor;
     should the job fail instead, a rerun does the rest. Either way every file is annotated once."""
@@ -199,20 +215,31 @@ def test_annotation_survives_node_loss_every_file_exactly_once(cluster, untraine
     from facepipe.data.synth import write_image_folder
 
     kp, em = untrained_models
-    inp, out = tmp_path / "photos", tmp_path / "ann"
-    names = sorted(p.name for p in write_image_folder(inp, N_PHOTOS, seed=5))
+    local = tmp_path / "photos"
+    names = sorted(p.name for p in write_image_folder(local, N_PHOTOS, seed=5))
+    inp, out = f"{bucket}/{tmp_path.name}/photos", f"{bucket}/{tmp_path.name}/ann"
+    for n in names:
+        storage.write_bytes(f"{inp}/{n}", (local / n).read_bytes())
+    for task, d in (("kp", kp), ("em", em)):  # the models too: nothing of the job is on a local folder
+        for f in Path(d).iterdir():
+            storage.write_bytes(f"{bucket}/models/{task}/{f.name}", f.read_bytes())
+    kp, em = f"{bucket}/models/kp", f"{bucket}/models/em"
     argv = ["jobs/annotate.py", "--ray", "--input", inp, "--output", out, "--keypoints-model", kp, "--emotion-model", em,
             "--plots", "none", "--files-per-task", "2", "--batch-size", "8", "--part-images", "10"]
     node_b = cluster.add_node(2)
     job = Job(argv, cluster.driver_env(), tmp_path / "annotate.log")
-    parts = out / "annotations"
+    parts = f"{out}/annotations"
+
+    def committed() -> list[str]:
+        return [e.path for e in storage.list_tree(parts, recursive=False)[0] if e.path.startswith("part-")]
+
     try:
         deadline = time.time() + 180
-        while time.time() < deadline and job.proc.poll() is None and not (parts.is_dir() and any(parts.glob("part-*.parquet"))):
+        while time.time() < deadline and job.proc.poll() is None and not committed():
             time.sleep(0.05)
         assert job.proc.poll() is None, "the job ended before the node was lost:\n" + job.tail()
         killed = node_b.kill()
-        committed_parts = len(list(parts.glob("part-*.parquet")))
+        committed_parts = len(committed())
         rc = job.wait(timeout=180)
     finally:
         job.stop()
@@ -228,7 +255,9 @@ def test_annotation_survives_node_loss_every_file_exactly_once(cluster, untraine
             again.stop()
         assert rc == 0, job.tail() + again.tail()
 
-    rows = pads.dataset(str(parts), format="parquet").to_table(columns=["path", "status", "num_faces", "face_index", "run_id"]).to_pandas()
+    fs, inside = storage.resolve(parts)
+    rows = pads.dataset([f"{inside}/{p}" for p in committed()], format="parquet", filesystem=fs).to_table(
+        columns=["path", "status", "num_faces", "face_index", "run_id"]).to_pandas()
     assert sorted(rows["path"].unique()) == names  # every file
     assert set(rows["status"]) <= {"ok", "no_face"}
     for path, g in rows.groupby("path"):  # once: one run's rows, complete, no face twice
@@ -236,7 +265,7 @@ def test_annotation_survives_node_loss_every_file_exactly_once(cluster, untraine
         assert len(g) == (g["num_faces"].iloc[0] if g["status"].iloc[0] == "ok" else 1) and g["face_index"].fillna(-1).is_unique, path
     current = read_annotations(out)
     assert sorted(current["path"].unique()) == names and len(current) == len(rows)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads(storage.read_bytes(f"{out}/summary.json"))
     assert summary["images"] == N_PHOTOS
     ray_workers = sorted({cmd.split()[0] for _, cmd in killed if cmd.startswith("ray::")})
     print(f"annotation: node lost after {committed_parts} of {N_PHOTOS // 10} parts, running {ray_workers}; {runs} run(s)")

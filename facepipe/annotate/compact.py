@@ -11,16 +11,21 @@ a kill at any moment leaves either the old dataset or the new one whole:
 :func:`finish_interrupted_compaction` (run by the next compaction or annotation, under the lock)
 completes or undoes what was in flight, and readers meanwhile read whichever dataset is whole.
 The kept rows are unchanged (timestamps, hashes, model ids), so reruns still skip them.
+
+On an object store nothing can be renamed: a compaction there switches a small manifest object
+instead (:func:`_compact_objects`).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 import uuid
 from pathlib import Path
 
-from facepipe.annotate.state import current_view, read_parts
+from facepipe import storage
+from facepipe.annotate.state import MANIFEST, committed_parts, current_view, read_manifest, read_parts
 from facepipe.annotate.writer import COMPACT_DIR, PART_GLOB, dataset_dir, fsync_dir, output_lock, write_part
 
 __all__ = ["compact", "finish_interrupted_compaction"]
@@ -58,6 +63,8 @@ def compact(output: str | os.PathLike, existing: bool = True) -> dict:
     ``existing=False`` keeps the rows of files that no longer exist (their latest annotation).
     Raises :class:`.writer.OutputLocked` while another run writes to ``output``.
     """
+    if storage.is_uri(output):
+        return _compact_objects(storage.absolute(output), existing)
     out = Path(output)
     if not dataset_dir(out).is_dir() and not (out / COMPACT_DIR).is_dir():
         raise FileNotFoundError(f"{out}: no annotations/ folder (not an annotate output)")
@@ -85,3 +92,45 @@ def compact(output: str | os.PathLike, existing: bool = True) -> dict:
         shutil.rmtree(out / OLD_DIR)
         files = len(set(zip(keep.column("root").to_pylist(), keep.column("path").to_pylist())))
         return {**summary, "parts_after": 1, "rows_after": keep.num_rows, "files_after": files}
+
+
+def _compact_objects(out: str, existing: bool) -> dict:
+    """:func:`compact` on an object store, where nothing can be renamed: write the new generation
+    as one object (``compact-<id>.parquet``, not a ``part-*`` name, so no reader takes it alone),
+    switch it in with one PUT of ``annotations/_manifest.json`` (which names the parts it
+    replaces), then delete the replaced parts. Killed before the switch: the old parts stay the
+    dataset and the orphan is removed next time; after it: readers skip the replaced parts, and
+    the next compaction deletes what is left of them."""
+    d = dataset_dir(out)
+    if not storage.list_tree(d, recursive=False)[0]:
+        raise FileNotFoundError(f"{out}: no annotations/ objects (not an annotate output)")
+    with output_lock(out):
+        quarantined: list[str] = []
+        table = read_parts(out, repair=True, log=quarantined.append)
+        live = [storage.name_of(p) for p in committed_parts(out)]
+        manifest = read_manifest(out)
+        recovered = _remove_leftovers(d, manifest, live)
+        summary = {"output": out, "recovered": recovered, "parts_before": len(live), "rows_before": 0 if table is None else table.num_rows,
+                   "quarantined": quarantined}
+        if table is None or not live:
+            return {**summary, "parts_after": 0, "rows_after": 0, "files_after": 0}
+        keep = current_view(table, existing=existing)
+        name = f"compact-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+        write_part(keep, storage.join(d, name))
+        replaces = sorted(set(manifest.get("replaces", ())) | set(live))
+        storage.write_bytes(storage.join(d, MANIFEST), json.dumps({"generation": name, "replaces": replaces}).encode())  # the switch
+        for old in live:
+            storage.delete(storage.join(d, old))
+        files = len(set(zip(keep.column("root").to_pylist(), keep.column("path").to_pylist())))
+        return {**summary, "parts_after": 1, "rows_after": keep.num_rows, "files_after": files}
+
+
+def _remove_leftovers(d: str, manifest: dict, live: list[str]) -> str | None:
+    """Delete what a killed object-store compaction left: replaced parts still there, generations never switched in."""
+    import fnmatch
+
+    gone = [e.path for e in storage.list_tree(d, recursive=False)[0]
+            if e.path not in live and (e.path in set(manifest.get("replaces", ())) or fnmatch.fnmatchcase(e.path, "compact-*.parquet"))]
+    for name in gone:
+        storage.delete(storage.join(d, name))
+    return f"removed {len(gone)} objects left by an interrupted compaction" if gone else None

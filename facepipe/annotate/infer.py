@@ -28,16 +28,19 @@ __all__ = ["Annotator", "predict", "load_models_meta", "default_model", "keypoin
 def keypoints_model_id(kp_meta: dict, refine: int) -> str:
     """The id annotation rows record for the keypoints: the model's, plus its second passes (they
     change the points, so files annotated without them are not done for a run with them)."""
-    from facepipe.models import model_id
+    from facepipe.model_dir import model_id  # not facepipe.models: a run with nothing new never imports torch
 
     passes = refine_passes(kp_meta, refine)
     return model_id(kp_meta) + (f"+refine{passes}" if passes else "")
 
 
 def default_model(task: str, path: str | os.PathLike | None) -> str | os.PathLike:
-    """``path``, or the model shipped in the package for ``task`` when ``path`` is None."""
+    """``path`` (a directory on an object store: its local copy, :func:`facepipe.storage.local_copy`),
+    or the model shipped in the package for ``task`` when ``path`` is None."""
     if path is not None:
-        return path
+        from facepipe import storage
+
+        return storage.local_copy(path)
     from facepipe.model_dir import shipped_model
 
     shipped = shipped_model(task)

@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from facepipe import storage
 from facepipe.annotate.config import LOCAL_MAX_FILES, PLOT_CHOICES, AnnotateConfig, AnnotateError
 from facepipe.faces.detect import DetectorConfig, detector_config, get_detector
 from facepipe.annotate.infer import Annotator, default_model, keypoints_model_id, load_models_meta
@@ -41,7 +42,7 @@ from facepipe.annotate.listing import list_files, real_name
 from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
 from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, keypoint_columns, rows_to_table
-from facepipe.annotate.state import current_view, load_state, read_annotations, read_parts
+from facepipe.annotate.state import STATE_COLUMNS, committed_parts, current_view, read_parts, state_of
 from facepipe.annotate.writer import OutputFull, PartWriter, atomic_write_bytes, dataset_dir, out_of_space, output_lock, remove_temporaries
 from facepipe.logs import eta
 
@@ -56,7 +57,7 @@ class _Run:
 
     run_id: str
     inputs: list
-    output: Path
+    output: Path | str  # a local folder, or an object-store URI (facepipe.storage)
     keypoints_model: str  # resolved model directories
     emotion_model: str
     kp_meta: dict
@@ -77,17 +78,30 @@ def _new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def _written_by_us(path: str, output: Path) -> bool:
+def _written_by_us(path: str, output: Path | str) -> bool:
     """Files this job writes into OUT (when OUT lies inside an input folder, they are not inputs)."""
-    try:
-        rel = Path(path).resolve().relative_to(output.resolve())
-    except (ValueError, RuntimeError, OSError):  # outside OUT, or a symlink loop (an input: its read fails as an error row)
-        return False
-    return rel.parts[0] in ("plots", "annotations") or (len(rel.parts) == 1 and rel.name.startswith("summary"))
+    if storage.is_uri(path) or storage.is_uri(output):
+        prefix = storage.absolute(output) + "/"
+        if not path.startswith(prefix):
+            return False
+        parts = path[len(prefix):].split("/")
+    else:
+        try:
+            parts = list(Path(path).resolve().relative_to(output.resolve()).parts)
+        except (ValueError, RuntimeError, OSError):  # outside OUT, or a symlink loop (an input: its read fails as an error row)
+            return False
+    return parts[0] in ("plots", "annotations", "quarantine") or (len(parts) == 1 and parts[0].startswith("summary"))
 
 
-def _check_output(output: Path) -> None:
-    """One line, before any work, for an output that cannot be a folder or cannot be written."""
+def _check_output(output: Path | str) -> None:
+    """One line, before any work, for an output that cannot be a folder or cannot be written (an
+    object store's output: its bucket must answer; whether it takes writes, the lock finds out)."""
+    if storage.is_uri(output):
+        got = storage.info(output)
+        if got is not None and got[0] == "file":
+            raise AnnotateError(f"output exists and is an object, not a prefix: {output}")
+        storage.list_tree(output, recursive=False)  # a missing bucket or missing credentials: one line now
+        return
     if output.exists() and not output.is_dir():
         raise AnnotateError(f"output exists and is not a folder: {output}")
     existing = next(p for p in (output, *output.absolute().parents) if p.exists())
@@ -101,9 +115,11 @@ def _validate(inputs, output, keypoints_model, emotion_model, detector) -> tuple
     if not inputs:
         raise AnnotateError("no input file or folder given")
     for d in inputs:
+        if storage.is_uri(d):
+            continue  # a prefix exists as soon as an object lies under it: listing says (an empty prefix has no files)
         if not (Path(d).is_dir() or Path(d).is_file()):
             raise AnnotateError(f"input not found (no such file or folder): {d}")
-    _check_output(Path(output))
+    _check_output(output)
     try:
         kp_meta, em_meta = load_models_meta(keypoints_model, emotion_model)
         det = detector_config(detector)
@@ -164,9 +180,9 @@ def annotate(
     t_start = time.perf_counter()
     cfg = (config or AnnotateConfig()).replace(**overrides)
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    output = Path(output)
+    output = storage.absolute(output) if storage.is_uri(output) else Path(output)
     try:
-        keypoints_model = default_model("keypoints", keypoints_model)
+        keypoints_model = default_model("keypoints", keypoints_model)  # one on an object store: fetched once into a local cache
         emotion_model = default_model("emotion", emotion_model)
     except FileNotFoundError as e:
         raise AnnotateError(str(e)) from None
@@ -205,13 +221,16 @@ def annotate(
     return summary
 
 
-def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path, t_start: float) -> dict:
+def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path | str, t_start: float) -> dict:
     """List, skip what is done, annotate, plot and write ``summary.json``, holding the output's lock."""
     log, det = run.log, run.det
     with output_lock(output):
-        for folder in (output / PLOTS_DIR, dataset_dir(output)):  # what a killed run left half-written
+        for folder in (storage.join(output, PLOTS_DIR), dataset_dir(output)):  # what a killed run left half-written
             remove_temporaries(folder)
-        state = load_state(output, run.kp_id, run.em_id, detector=det.describe(), log=lambda m: _warn(f"annotate: {m}"))
+        # The committed parts are read once per run: the state here, then (with this run's own parts
+        # added) the current view that plots and summary.json count.
+        history = read_parts(output, columns=_RUN_COLUMNS, repair=True, log=lambda m: _warn(f"annotate: {m}"))
+        state = state_of(history, run.kp_id, run.em_id, detector=det.describe())
         listed = list_files(inputs, recursive=cfg.recursive, pattern=cfg.glob, include_hidden=cfg.include_hidden, known_roots=state.roots)
         entries = [e for e in listed if not _written_by_us(e.abs_path, output)]
         for root, path, reason in listed.unreadable:
@@ -231,12 +250,37 @@ def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path, t_st
         if todo:
             _run_pipeline(run, cfg, todo, state, writer, annotator)
         pipeline_s = time.perf_counter() - t_pipe
-        plot_files = _plots(run, cfg)
-        summary = _summary(run, cfg, entries, done_unchanged, todo, writer, pipeline_s, time.perf_counter() - t_start, plot_files)
+        view = _current(history, writer.parts, {(e.input_root, e.path) for e in entries})
+        plot_files = _plots(run, cfg, view, writer.parts)
+        summary = _summary(run, cfg, entries, done_unchanged, todo, writer, pipeline_s, time.perf_counter() - t_start, plot_files, view)
         summary["run"]["executor"] = "in-process" if run.local else "ray"
         summary["run"]["unreadable_folders"] = [{"root": r, "path": p, "error": e} for r, p, e in listed.unreadable]
-        atomic_write_bytes(output / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        atomic_write_bytes(storage.join(output, "summary.json"), (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+#: What a run reads of the committed parts, once: the state's columns and what plots and summary.json count.
+_RUN_COLUMNS = STATE_COLUMNS + ["run_id", "face_index", "num_faces", "emotion"]
+
+
+def _read(parts: list, columns: list[str], filter=None) -> pa.Table | None:
+    """Rows of the given committed parts (all on one store)."""
+    import pyarrow.dataset as pads
+
+    if not parts:
+        return None
+    fs, _ = storage.resolve(parts[0])
+    return pads.dataset([storage.resolve(p)[1] for p in parts], format="parquet", filesystem=fs).to_table(columns=columns, filter=filter)
+
+
+def _current(history: pa.Table | None, new_parts: list, listed: set[tuple[str, str]]) -> pa.Table | None:
+    """The current view after this run: the rows read at its start and the parts it wrote."""
+    new = _read(new_parts, _RUN_COLUMNS)
+    tables = [t for t in (history, new) if t is not None and t.num_rows]
+    if not tables:
+        return None
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    return current_view(table, listed=listed)
 
 
 def _warn(message: str) -> None:
@@ -387,32 +431,35 @@ def _faces_json(group, kp_cols) -> str:
     return json.dumps(faces)
 
 
-def _plot_items(run: _Run, cfg: AnnotateConfig) -> list[dict]:
+def _plot_items(run: _Run, cfg: AnnotateConfig, view: pa.Table | None, new_parts: list) -> list[dict]:
     """What to draw: ``sample``, a sample of this run's images; ``all``, this run's images and every
     image of the current view whose plot is missing (a plot stage that failed or was killed is
-    made good by the next run)."""
+    made good by the next run). ``view``: the current view (:func:`_current`)."""
     import pyarrow.compute as pc
 
     output = run.output
-    light = read_parts(output, columns=["root", "path", "input_root", "timestamp", "run_id", "status"])
-    if light is None:
+    if view is None:
         return []
-    view = current_view(light).filter(pc.field("status") != "error").to_pandas().drop_duplicates(["root", "path"])
+    view = view.filter(pc.field("status") != "error").select(["root", "path", "run_id"]).to_pandas().drop_duplicates(["root", "path"])
     mine = view["run_id"] == run.run_id
     if cfg.plots == "sample":
         want = view[mine].sort_values(["root", "path"])
         if len(want) > cfg.plot_samples:
             want = want.iloc[np.linspace(0, len(want) - 1, cfg.plot_samples).round().astype(int)] if cfg.plot_samples else want.iloc[:0]
     else:
-        missing = [not plot_path(output, r, p).exists() for r, p in zip(view["root"], view["path"])]
+        plots_dir = storage.join(output, PLOTS_DIR)
+        drawn = {storage.join(plots_dir, e.path) for e in storage.list_tree(plots_dir)[0]}  # one listing, not a lookup per image
+        missing = [str(plot_path(output, r, p)) not in drawn for r, p in zip(view["root"], view["path"])]
         want = view[mine | np.array(missing, dtype=bool)].sort_values(["root", "path"])
     if not len(want):
         return []
     wanted = set(zip(want["root"], want["path"], want["run_id"]))
     kp_cols = keypoint_columns(run.kp_meta["keypoint_names"])
     cols = ["root", "path", "input_root", "run_id", "status", "face_index", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "emotion", "emotion_confidence"]
-    t = read_parts(output, columns=cols + [c for pair in kp_cols for c in pair],
-                   filter=pc.field("run_id").isin(sorted({w[2] for w in wanted})) & (pc.field("status") != "error"))
+    runs = sorted({w[2] for w in wanted})
+    # this run's images only: its own parts hold them; older images' rows need the whole dataset
+    parts = new_parts if runs == [run.run_id] else committed_parts(output)
+    t = _read(parts, cols + [c for pair in kp_cols for c in pair], filter=pc.field("run_id").isin(runs) & (pc.field("status") != "error"))
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in t.to_pylist():
         if (r["root"], r["path"], r["run_id"]) in wanted:
@@ -424,12 +471,12 @@ def _plot_items(run: _Run, cfg: AnnotateConfig) -> list[dict]:
     ]
 
 
-def _plots(run: _Run, cfg: AnnotateConfig) -> list[str]:
+def _plots(run: _Run, cfg: AnnotateConfig, view: pa.Table | None, new_parts: list) -> list[str]:
     """Annotated copies (see :func:`_plot_items`); their paths relative to OUT."""
     if cfg.plots == "none":
         return []
     output = run.output
-    items = _plot_items(run, cfg)
+    items = _plot_items(run, cfg, view, new_parts)
     if not items:
         return []
     if run.local:
@@ -450,13 +497,17 @@ def _plots(run: _Run, cfg: AnnotateConfig) -> list[str]:
         failed += [e for e in batch["error"] if e]
     if failed:
         run.log(f"annotate: {len(failed)} plots failed (the next run with --plots all draws them), e.g. {failed[0]}")
+    if storage.is_uri(output):
+        return sorted(w[len(storage.absolute(output)) + 1:] for w in written)
     return sorted(os.path.relpath(w, output) for w in written)
 
 
 def _summary(run: _Run, cfg: AnnotateConfig, entries, done_unchanged: int, todo, writer: PartWriter, pipeline_s: float, total_s: float,
-             plot_files: list[str]) -> dict:
+             plot_files: list[str], view: pa.Table | None) -> dict:
+    import pandas as pd
+
     output, counts = run.output, run.counts
-    df = read_annotations(output, latest=True, columns=["status", "num_faces", "emotion"])
+    df = view.select(["root", "path", "status", "num_faces", "emotion"]).to_pandas() if view is not None else pd.DataFrame()
     images = df.drop_duplicates(["root", "path"]) if len(df) else df
     status_counts = {s: int(v) for s, v in images["status"].value_counts().items()} if len(df) else {}
     faces_hist = {int(k): int(v) for k, v in sorted(images["num_faces"].value_counts().items())} if len(df) else {}
@@ -466,9 +517,9 @@ def _summary(run: _Run, cfg: AnnotateConfig, entries, done_unchanged: int, todo,
         "schema_version": SCHEMA_VERSION,
         "run_id": run.run_id,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "inputs": [str(Path(d).resolve()) for d in run.inputs],
-        "output": str(Path(output).resolve()),
-        "dataset_path": str(dataset_dir(output).resolve()),
+        "inputs": [storage.absolute(d) for d in run.inputs],
+        "output": storage.absolute(output),
+        "dataset_path": storage.absolute(dataset_dir(output)),
         "models": {"keypoints": {"dir": run.keypoints_model, "id": run.kp_id}, "emotion": {"dir": run.emotion_model, "id": run.em_id}},
         "detector": run.det.to_dict(),
         "detector_description": run.det.describe(),
@@ -503,10 +554,10 @@ def _summary(run: _Run, cfg: AnnotateConfig, entries, done_unchanged: int, todo,
     if cfg.plots != "none" and len(df):
         from facepipe import plots as fplots  # matplotlib costs ~0.8 s to import: only when plotting
 
-        out = Path(output)
-        summary_plots.append(fplots.bar_counts(status_counts, out / "summary_status.png", "Images by status (whole dataset)", color="tab:gray"))
-        summary_plots.append(fplots.bar_counts(faces_hist, out / "summary_faces_per_image.png", "Faces per image", xlabel="faces detected"))
+        out = lambda name: storage.join(output, name)  # noqa: E731
+        summary_plots.append(fplots.bar_counts(status_counts, out("summary_status.png"), "Images by status (whole dataset)", color="tab:gray"))
+        summary_plots.append(fplots.bar_counts(faces_hist, out("summary_faces_per_image.png"), "Faces per image", xlabel="faces detected"))
         if emotion_counts:
-            summary_plots.append(fplots.bar_counts(emotion_counts, out / "summary_emotions.png", "Emotion distribution (faces)", color="tab:orange"))
-    summary["summary_plots"] = [p.name for p in summary_plots]
+            summary_plots.append(fplots.bar_counts(emotion_counts, out("summary_emotions.png"), "Emotion distribution (faces)", color="tab:orange"))
+    summary["summary_plots"] = [storage.name_of(p) for p in summary_plots]
     return summary

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from facepipe import storage
+
 __all__ = ["FileEntry", "FileList", "input_root", "lossless_name", "real_name", "list_files", "root_labels"]
 
 
@@ -18,9 +20,9 @@ __all__ = ["FileEntry", "FileList", "input_root", "lossless_name", "real_name", 
 @dataclass(frozen=True)
 class FileEntry:
     root: str  # label of the input root (its folder name, made unique within the output)
-    input_root: str  # absolute path of the input root
+    input_root: str  # absolute path (or URI) of the input root
     path: str  # POSIX path relative to the input root
-    abs_path: str
+    abs_path: str  # path or URI of the file
     size: int
     mtime_ns: int
     ctime_ns: int = -1  # inode change time: moves on every content write, and no tool can set it back
@@ -30,11 +32,14 @@ class FileEntry:
         return (self.root, self.path)
 
 
-def input_root(path: str | os.PathLike) -> Path:
+def input_root(path: str | os.PathLike) -> str:
     """The folder an input stands for: itself, or a file's folder (so a file named alone gets the
-    same root and path as when its folder is annotated)."""
+    same root and path as when its folder is annotated). A local path comes back absolute, a URI
+    without its trailing slash."""
+    if storage.is_uri(path):
+        return storage.parent_of(path) if storage.stat(path) is not None else storage.absolute(path)
     p = Path(path).resolve()
-    return p.parent if p.is_file() else p
+    return str(p.parent if p.is_file() else p)
 
 
 def lossless_name(name: str) -> str:
@@ -76,9 +81,9 @@ def root_labels(inputs: list[str | os.PathLike], known: dict[str, str] | None = 
     labels: list[str] = []
     by_root: dict[str, str] = dict(known or {})
     taken = set(by_root.values())
-    for root in sorted({str(input_root(d)) for d in inputs}):  # new folders labelled in a fixed order
+    for root in sorted({input_root(d) for d in inputs}):  # new folders labelled in a fixed order
         if root not in by_root:
-            name, n = Path(root).name or "root", 1
+            name, n = storage.name_of(root) or "root", 1
             label = name
             while label in taken:
                 n += 1
@@ -86,7 +91,7 @@ def root_labels(inputs: list[str | os.PathLike], known: dict[str, str] | None = 
             by_root[root] = label
             taken.add(label)
     for d in inputs:
-        labels.append(by_root[str(input_root(d))])
+        labels.append(by_root[input_root(d)])
     return labels
 
 
@@ -114,52 +119,23 @@ def list_files(
     unreadable: list[tuple[str, str, str]] = []
     for label, d in zip(root_labels(inputs, known_roots), inputs):
         root = input_root(d)
-        if Path(d).is_file():
-            full = Path(d).resolve()
-            st = full.stat()
-            entries[(label, full.name)] = FileEntry(label, str(root), lossless_name(full.name), str(full), int(st.st_size), int(st.st_mtime_ns),
-                                                  int(st.st_ctime_ns))
+        alone = storage.stat(d)
+        if alone is not None:  # a file (or object) named alone: its resolved name, as inside its folder
+            full = storage.absolute(d)
+            name = lossless_name(storage.name_of(full))
+            entries[(label, name)] = FileEntry(label, root, name, full, alone.size, alone.mtime_ns, alone.ctime_ns)
             continue
-        if not root.is_dir():
-            raise NotADirectoryError(f"input is neither a file nor a folder: {d}")
-        def refused(e: OSError, label=label, root=root) -> None:
-            rel = Path(e.filename).relative_to(root).as_posix() if e.filename else "."
-            unreadable.append((label, lossless_name(rel), e.strerror or str(e)))
-
-        if recursive:
-            walker = os.walk(root, followlinks=False, onerror=refused)
-        else:
-            try:
-                walker = [(str(root), [], os.listdir(root))]
-            except OSError as e:
-                refused(e)
-                walker = []
-        for dirpath, dirnames, filenames in walker:
-            if not include_hidden:
-                dirnames[:] = [n for n in dirnames if not n.startswith(".")]
-            dirnames.sort()
-            for name in sorted(filenames):
-                if not include_hidden and name.startswith("."):
-                    continue
-                if not fnmatch.fnmatchcase(name, pattern):
-                    continue
-                full = Path(dirpath) / name
-                try:
-                    st = full.stat()
-                except OSError:  # dangling symlink: still an input file, the read will report it
-                    st = None
-                if st is not None and not _is_regular(st.st_mode):
-                    continue
-                rel = lossless_name(full.relative_to(root).as_posix())
-                entries[(label, rel)] = FileEntry(
-                    root=label,
-                    input_root=str(root),
-                    path=rel,
-                    abs_path=str(full),
-                    size=int(st.st_size) if st else -1,
-                    mtime_ns=int(st.st_mtime_ns) if st else -1,
-                    ctime_ns=int(st.st_ctime_ns) if st else -1,
-                )
+        kind = storage.info(root)
+        if kind is None or kind[0] != "dir":
+            if not storage.is_uri(root):
+                raise NotADirectoryError(f"input is neither a file nor a folder: {d}")
+        listed, refused = storage.list_tree(root, recursive=recursive, include_hidden=include_hidden)
+        unreadable += [(label, lossless_name(rel), why) for rel, why in refused]
+        for e in listed:
+            if not fnmatch.fnmatchcase(e.path.rsplit("/", 1)[-1], pattern):
+                continue
+            rel = lossless_name(e.path)
+            entries[(label, rel)] = FileEntry(label, root, rel, storage.join(root, e.path), e.size, e.mtime_ns, e.ctime_ns)
     return FileList(sorted(entries.values(), key=lambda e: (e.root, e.path)), sorted(unreadable))
 
 
@@ -170,9 +146,3 @@ class FileList(list):
         super().__init__(entries)
         #: ``(root label, path relative to the root, reason)`` per folder that could not be listed.
         self.unreadable = unreadable
-
-
-def _is_regular(mode: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(mode)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
 
+from facepipe import storage
 from facepipe.faces.crop import context_square, crop_resize, square_crop
 from facepipe.faces.decode import ImageDecodeError, array_to_image, decode_image, gray_and_bgr
 from facepipe.faces.detect import DetectorConfig, detector_config, get_detector
@@ -182,22 +181,21 @@ def _prepare_file(rows: _Rows, rec: dict) -> None:
     t0 = time.perf_counter()
     too_big = None
     try:
-        # Non-blocking, then checked: a FIFO swapped in after listing would block open() forever.
-        fd = os.open(rec["abs_path"], os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise OSError(0, "not a regular file")
-            base["file_size"], base["file_mtime_ns"] = int(st.st_size), int(st.st_mtime_ns)
-            if st.st_size > rows.config.max_file_bytes:
-                h = hashlib.sha256()
+        # A local file is checked to be regular as opened (storage.open_read); an object is fetched
+        # here, inside the task, and keeps the size and time its listing gave.
+        with storage.open_read(rec["abs_path"]) as (f, st):
+            if st is not None:
+                base["file_size"], base["file_mtime_ns"] = st
+            limit = rows.config.max_file_bytes
+            # A file known to be too big is only hashed, streaming; else at most limit + 1 bytes are read.
+            data = b"" if base["file_size"] > limit else f.read(limit + 1)
+            h = hashlib.sha256(data)
+            if base["file_size"] > limit or len(data) > limit:
                 while chunk := f.read(1 << 22):
                     h.update(chunk)
-                sha, data = h.hexdigest(), b""
-                too_big = f"file too large to decode ({st.st_size} bytes > {rows.config.max_file_bytes})"
-            else:
-                data = f.read()
-                sha = hashlib.sha256(data).hexdigest()
+                too_big = f"file too large to decode ({max(base['file_size'], len(data))} bytes > {limit})"
+                data = b""
+            sha = h.hexdigest()
     except OSError as e:
         rows.add(**base, status="error", error=f"cannot read file: {e.strerror or e}", t_read=time.perf_counter() - t0)
         return
@@ -253,11 +251,10 @@ def prepare_items(items: list, config: PrepareConfig, color: str = "rgb") -> dic
     rows = _Rows(config)
     want_color = _wants_color(config)
     for i, item in enumerate(items):
-        if isinstance(item, (str, os.PathLike)):
-            p = Path(item)
+        if isinstance(item, (str, os.PathLike)):  # a path, or an object-store URI
             _prepare_file(
                 rows,
-                {"root": "", "input_root": "", "path": str(item), "abs_path": str(p.resolve()), "file_size": -1, "file_mtime_ns": -1, "done_sha": ""},
+                {"root": "", "input_root": "", "path": str(item), "abs_path": storage.absolute(item), "file_size": -1, "file_mtime_ns": -1, "done_sha": ""},
             )
             continue
         base = {"root": "", "input_root": "", "path": str(i)}

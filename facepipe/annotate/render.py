@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facepipe import storage
 from facepipe.faces.decode import decode_image
 from facepipe.annotate.writer import atomic_write_bytes
 
@@ -31,7 +32,7 @@ NAME_MAX = 255
 PLOT_SUFFIX = ".jpg"
 
 
-def plot_path(output: str | os.PathLike, root: str, path: str) -> Path:
+def plot_path(output: str | os.PathLike, root: str, path: str) -> Path | str:
     """``OUT/plots/<root>/<path>.jpg``: the suffix is always added, so two inputs never share a
     plot (``a.png`` and ``a.png.jpg`` become ``a.png.jpg`` and ``a.png.jpg.jpg``). A name that
     would pass NAME_MAX is cut and keeps a hash of the whole name, so it stays unique."""
@@ -43,6 +44,8 @@ def plot_path(output: str | os.PathLike, root: str, path: str) -> Path:
         digest = "~" + hashlib.sha256(os.fsencode(path)).hexdigest()[:16] + PLOT_SUFFIX
         keep = os.fsencode(name)[: NAME_MAX - len(digest) - 32]  # a margin below NAME_MAX (the writer's temporary name is short)
         name = keep.decode("utf-8", "ignore") + digest
+    if storage.is_uri(output):
+        return storage.join(output, PLOTS_DIR, root, *([folder] if folder else []), name)
     return Path(output) / PLOTS_DIR / root / folder / name
 
 
@@ -89,8 +92,7 @@ def render_batch(batch: dict[str, np.ndarray], output: str, max_side: int = 1280
     written, errors = [], []
     for abs_path, root, path, status, faces_json in zip(batch["abs_path"], batch["root"], batch["path"], batch["status"], batch["faces_json"]):
         try:
-            with open(abs_path, "rb") as f:
-                dec = decode_image(f.read())
+            dec = decode_image(storage.read_bytes(abs_path))
             img = draw(dec.image, json.loads(faces_json), status=str(status), max_side=max_side)
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
             if not ok:

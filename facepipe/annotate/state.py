@@ -31,10 +31,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from facepipe import storage
 from facepipe.annotate.listing import real_name
 from facepipe.annotate.writer import COMPACT_DIR, PART_GLOB, QUARANTINE_DIR, atomic_write_bytes, dataset_dir
 
-__all__ = ["DamagedOutput", "State", "committed_parts", "load_state", "read_parts", "read_annotations", "current_view"]
+__all__ = ["DamagedOutput", "MANIFEST", "State", "committed_parts", "read_manifest", "STATE_COLUMNS", "load_state", "state_of", "read_parts", "read_annotations", "current_view"]
 
 _STATE_COLUMNS = ["root", "path", "timestamp", "sha256", "file_size", "file_mtime_ns", "status", "error"]
 
@@ -65,8 +66,10 @@ class State:
         return self.errors.get((root, path)) == (sha if isinstance(sha, str) else "", error if isinstance(error, str) else "")
 
 
-def _parts_dir(output: str | os.PathLike) -> Path | None:
+def _parts_dir(output: str | os.PathLike) -> Path | str | None:
     d = dataset_dir(output)
+    if storage.is_uri(d):
+        return d
     if not d.is_dir():
         # A compaction between its two renames (facepipe.annotate.compact): its committed copy is complete.
         d = Path(output) / COMPACT_DIR
@@ -77,20 +80,22 @@ class DamagedOutput(ValueError):
     """A committed part cannot be read whole; the message names it and what to do."""
 
 
-#: Parts read whole once, by (size, mtime_ns, ctime_ns): any later write to a part moves its ctime.
+#: Parts read whole once, by (size, mtime_ns, ctime_ns): any later write to a part moves its ctime
+#: (an object's time moves on every PUT; objects have no ctime).
 _VERIFIED = ".verified.json"
 
 
-def committed_parts(output: str | os.PathLike, repair: bool = False, log=None) -> list[Path]:
-    """The committed part files of ``output`` that read whole, each read once with its page checksums
-    verified (remembered in ``annotations/.verified.json`` until the file changes). Files that are
-    not parts (``notes.txt``) are ignored.
+def committed_parts(output: str | os.PathLike, repair: bool = False, log=None) -> list:
+    """The committed part files (paths, or URIs on an object store) of ``output`` that read whole,
+    each read once with its page checksums verified (remembered in ``annotations/.verified.json``
+    until the file changes). Files that are not parts (``notes.txt``) are ignored.
 
     A damaged part (truncated, overwritten, bytes changed inside its pages) raises
     :class:`DamagedOutput` naming it; with ``repair`` (a caller holding the output lock) it is moved
-    to ``OUT/quarantine/`` instead (never deleted), ``log`` says so in one line (the caller adds its command's name), and the files whose
-    rows it held are no longer done, so the run annotates them again.
+    to ``OUT/quarantine/`` instead (never deleted), ``log`` says so in one line (the caller adds its command's name),
+    and the files whose rows it held are no longer done, so the run annotates them again.
     """
+    import fnmatch
     import json
 
     import pyarrow.parquet as pq
@@ -98,47 +103,76 @@ def committed_parts(output: str | os.PathLike, repair: bool = False, log=None) -
     d = _parts_dir(output)
     if d is None:
         return []
+    child = (lambda name: d / name) if isinstance(d, Path) else (lambda name: storage.join(d, name))
     try:
-        cache = json.loads((d / _VERIFIED).read_text())
+        cache = json.loads(storage.read_bytes(child(_VERIFIED)))
         cache = cache if isinstance(cache, dict) else {}
     except (OSError, ValueError):
         cache = {}
+    listed, _ = storage.list_tree(d, recursive=False)
+    manifest = read_manifest(output)
+    replaced, generation = set(manifest.get("replaces", ())), manifest.get("generation")
     good, bad, changed = [], [], False
-    for p in sorted(d.glob(PART_GLOB)):
-        try:
-            st = p.stat()
-        except OSError:
-            continue  # gone since the glob (another reader's compaction is locked out; a user's rm)
-        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-        if cache.get(p.name) == key:
+    fs = None
+    for e in listed:
+        if not (fnmatch.fnmatchcase(e.path, PART_GLOB) and e.path not in replaced) and e.path != generation:
+            continue
+        p = child(e.path)
+        key = [e.size, e.mtime_ns, e.ctime_ns]
+        if cache.get(e.path) == key:
             good.append(p)
             continue
         try:
-            pq.ParquetFile(p, page_checksum_verification=True).read()
-        except Exception as e:  # noqa: BLE001 - whatever pyarrow says, the part is not data
-            bad.append((p, (str(e).strip().splitlines() or [type(e).__name__])[0][:200]))
+            fs, inside = storage.resolve(p)
+            with fs.open_input_file(inside) as f:
+                pq.ParquetFile(f, page_checksum_verification=True).read()
+        except FileNotFoundError:
+            continue  # gone since the listing (another reader's compaction is locked out; a user's rm)
+        except Exception as err:  # noqa: BLE001 - whatever pyarrow says, the part is not data
+            bad.append((p, (str(err).strip().splitlines() or [type(err).__name__])[0][:200]))
             continue
-        cache[p.name], changed = key, True
+        cache[e.path], changed = key, True
         good.append(p)
     if bad and not repair:
         p, why = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise DamagedOutput(f"{p}: a damaged part ({why}){more}; run annotate on {output} again to set it aside and redo its files")
     for p, why in bad:
-        aside = Path(output) / QUARANTINE_DIR / p.name
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        if aside.exists():
-            aside = aside.with_name(f"{p.stem}-{time.strftime('%Y%m%dT%H%M%S')}{p.suffix}")
-        os.replace(p, aside)
-        cache.pop(p.name, None)
+        name = storage.name_of(p)
+        aside = storage.join(output, QUARANTINE_DIR, name)
+        if storage.exists(aside):
+            aside = storage.join(output, QUARANTINE_DIR, f"{name[: -len('.parquet')]}-{time.strftime('%Y%m%dT%H%M%S')}.parquet")
+        storage.move(p, aside)
+        cache.pop(name, None)
         changed = True
         if log is not None:
-            log(f"damaged part {p.name} ({why}) moved to {aside}; its files are annotated again")
+            log(f"damaged part {name} ({why}) moved to {aside}; its files are annotated again")
     if changed:
-        live = {p.name for p in good}
-        with contextlib.suppress(OSError):  # a reader without write access just verifies again next time
-            atomic_write_bytes(d / _VERIFIED, json.dumps({k: v for k, v in cache.items() if k in live}).encode())
+        live = {storage.name_of(p) for p in good}
+        with contextlib.suppress(OSError, storage.StorageError):  # a reader without write access just verifies again next time
+            atomic_write_bytes(child(_VERIFIED), json.dumps({k: v for k, v in cache.items() if k in live}).encode())
     return good
+
+
+#: On an object store, the small object that switches a compaction's generation in
+#: (:mod:`.compact`): ``{"generation": name, "replaces": [names]}``: the parts named in ``replaces``
+#: are no longer part of the dataset, the generation part is.
+MANIFEST = "_manifest.json"
+
+
+def read_manifest(output: str | os.PathLike) -> dict:
+    """The output's compaction manifest (object stores only; ``{}`` when there is none)."""
+    import json
+
+    if not storage.is_uri(output):
+        return {}
+    try:
+        got = json.loads(storage.read_bytes(storage.join(dataset_dir(output), MANIFEST)))
+    except FileNotFoundError:
+        return {}
+    except ValueError as e:
+        raise DamagedOutput(f"{storage.join(dataset_dir(output), MANIFEST)}: not a compaction manifest ({e})") from None
+    return got if isinstance(got, dict) else {}
 
 
 def read_parts(output: str | os.PathLike, columns: list[str] | None = None, filter=None, repair: bool = False, log=None) -> pa.Table | None:
@@ -146,19 +180,30 @@ def read_parts(output: str | os.PathLike, columns: list[str] | None = None, filt
     parts = committed_parts(output, repair=repair, log=log)
     if not parts:
         return None
-    return pads.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns, filter=filter)
+    fs, _ = storage.resolve(parts[0])
+    return pads.dataset([storage.resolve(p)[1] for p in parts], format="parquet", filesystem=fs).to_table(columns=columns, filter=filter)
+
+
+#: The columns :func:`state_of` needs.
+STATE_COLUMNS = _STATE_COLUMNS + ["input_root", "keypoints_model_id", "emotion_model_id", "detector"]
 
 
 def load_state(output: str | os.PathLike, keypoints_model_id: str | None, emotion_model_id: str | None, detector: str | None = None,
                log=None) -> State:
-    """What ``output`` holds for these models and, when given, this detector (its ``describe()``):
-    another detector, or other settings of it, finds other faces, so its rows do not count as done.
-    A model id None (a task this run leaves out) matches any rows: a keypoints-only run finds the
-    files a full run did done, a full run redoes the files a keypoints-only run did. Call it holding
-    the output lock: damaged parts are set aside (:func:`committed_parts` with ``repair``, ``log``)."""
+    """What ``output`` holds for these models and, when given, this detector (:func:`state_of`).
+    Call it holding the output lock: damaged parts are set aside (:func:`committed_parts` with
+    ``repair``, ``log``)."""
+    return state_of(read_parts(output, columns=STATE_COLUMNS, repair=True, log=log), keypoints_model_id, emotion_model_id, detector)
+
+
+def state_of(everything: pa.Table | None, keypoints_model_id: str | None, emotion_model_id: str | None, detector: str | None = None) -> State:
+    """The state that committed rows (with :data:`STATE_COLUMNS`; None: no rows yet) give for these
+    models and, when given, this detector (its ``describe()``): another detector, or other settings
+    of it, finds other faces, so its rows do not count as done. A model id None (a task this run
+    leaves out) matches any rows: a keypoints-only run finds the files a full run did done, a full
+    run redoes the files a keypoints-only run did."""
     state = State()
     matched = (("keypoints_model_id", keypoints_model_id), ("emotion_model_id", emotion_model_id), ("detector", detector))
-    everything = read_parts(output, columns=_STATE_COLUMNS + ["input_root"] + [c for c, _ in matched], repair=True, log=log)  # one read
     if everything is None or everything.num_rows == 0:
         return state
     first = everything.group_by(["input_root", "root"]).aggregate([("timestamp", "min")]).sort_by("timestamp_min")
@@ -190,9 +235,10 @@ def load_state(output: str | os.PathLike, keypoints_model_id: str | None, emotio
     return state
 
 
-def current_view(table: pa.Table, existing: bool = True) -> pa.Table:
+def current_view(table: pa.Table, existing: bool = True, listed: set[tuple[str, str]] | None = None) -> pa.Table:
     """The rows of ``table`` that make the current view: per (root, path) the rows of its most
-    recent annotation and, with ``existing``, only files that still exist at ``input_root/path``."""
+    recent annotation and, with ``existing``, only files that still exist at ``input_root/path``
+    (``listed``: ``(input_root, path)`` of files just listed, known to exist without a look)."""
     if table.num_rows == 0:
         return table
     keys = table.select(["root", "path", "timestamp"]).to_pandas()
@@ -201,10 +247,18 @@ def current_view(table: pa.Table, existing: bool = True) -> pa.Table:
     if existing:
         roots, paths = table.column("input_root").to_pylist(), table.column("path").to_pylist()
         alive: dict[tuple[str, str], bool] = {}
+        listed: dict[str, set[str]] = {}  # an object store's input root → its objects, listed once
         for i, (r, p) in enumerate(zip(roots, paths)):
             if keep[i]:
                 if (r, p) not in alive:
-                    alive[(r, p)] = os.path.lexists(os.path.join(r, real_name(p)))  # rows hold lossless names
+                    if listed is not None and (r, p) in listed:
+                        alive[(r, p)] = True
+                    elif storage.is_uri(r):
+                        if r not in listed:
+                            listed[r] = {e.path for e in storage.list_tree(r, recursive=True)[0]}
+                        alive[(r, p)] = real_name(p) in listed[r]
+                    else:
+                        alive[(r, p)] = os.path.lexists(os.path.join(r, real_name(p)))  # rows hold lossless names
                 keep[i] = alive[(r, p)]
     return table.filter(pa.array(keep))
 

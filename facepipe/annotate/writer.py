@@ -1,10 +1,11 @@
-"""Atomic Parquet part files holding complete images only, and the output folder's run lock.
+"""Parquet part files holding complete images only, committed whole, and the output's run lock.
 
-A part is written to a hidden temporary name in ``OUT/annotations/`` (``.part-....parquet.tmp``:
-ignored by pyarrow/pandas, which skip names starting with ``.``, and by ``*.parquet`` globs),
-flushed and fsynced, then renamed with ``os.replace`` to ``part-<run_id>-<seq>.parquet`` and the
-folder fsynced. A reader (or a rerun) therefore sees a part entirely or not at all, whatever
-moment the writer is killed at.
+A part is committed by :func:`facepipe.storage.write_bytes`: locally it is written to a hidden
+temporary name in ``OUT/annotations/`` (``.tmp-<hex>``: ignored by pyarrow/pandas, which skip names
+starting with ``.``, and by ``part-*.parquet`` globs), fsynced, renamed to
+``part-<run_id>-<seq>.parquet`` and the folder fsynced; on an object store it is one PUT of the
+whole object. A reader (or a rerun) therefore sees a part entirely or not at all, whatever moment
+the writer is killed at.
 
 Rows of one image can arrive in different result batches (Ray Data re-batches faces for the
 models), so :class:`PartWriter` holds an image's rows back until all of them have arrived
@@ -12,22 +13,23 @@ models), so :class:`PartWriter` holds an image's rows back until all of them hav
 the incremental state (:mod:`.state`) this gives: killed at any moment, a rerun writes exactly the
 images that are not in a committed part — no duplicates, nothing missing.
 
-Only one run may write to an output folder at a time: :func:`output_lock` takes an exclusive
-``fcntl`` lock on ``OUT/.annotate.lock``; the OS releases it when the process dies, even by kill -9.
+Only one run may write to an output at a time: :func:`output_lock` holds ``OUT/.annotate.lock``
+(:func:`facepipe.storage.exclusive`: ``fcntl`` locally, released by the OS when the process dies,
+even by kill -9; a lock object with a heartbeat on an object store).
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import os
 import time
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from facepipe import storage
 
 __all__ = ["ANNOTATIONS_DIR", "dataset_dir", "output_lock", "OutputLocked", "OutputFull", "out_of_space", "PartWriter", "atomic_write_bytes", "remove_temporaries", "write_part", "fsync_dir"]
 
@@ -56,25 +58,22 @@ def out_of_space(e: BaseException) -> bool:
     return isinstance(e, OSError) and (e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e))
 
 
-def dataset_dir(output: str | os.PathLike) -> Path:
-    return Path(output) / ANNOTATIONS_DIR
+def dataset_dir(output: str | os.PathLike) -> Path | str:
+    """``OUT/annotations``: a Path for a local output, a URI string for an object store's."""
+    return storage.join(output, ANNOTATIONS_DIR) if storage.is_uri(output) else Path(output) / ANNOTATIONS_DIR
 
 
 @contextlib.contextmanager
 def output_lock(output: str | os.PathLike):
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold ``OUT/.annotate.lock`` (:func:`facepipe.storage.exclusive`: a flock locally, a lock
+    object on an object store) or raise :class:`OutputLocked`."""
+    if not storage.is_uri(output):
+        Path(output).mkdir(parents=True, exist_ok=True)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputLocked(f"another annotate run is writing to {out} (lock {out / LOCK_NAME})") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
+        with storage.exclusive(storage.join(output, LOCK_NAME), what="annotate run"):
+            yield
+    except storage.StorageLocked as e:
+        raise OutputLocked(f"another annotate run is writing to {output} ({e})") from None
 
 
 def fsync_dir(path: Path) -> None:
@@ -85,50 +84,38 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_part(table: pa.Table, final: Path) -> Path:
-    """Write ``table`` as the Parquet file ``final`` atomically: a hidden temporary (invisible to
-    readers and ``*.parquet`` globs), fsynced, renamed, the folder fsynced."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    with open(tmp, "wb") as f:
-        # Page checksums (CRC32 per page, Parquet's own): a part damaged later is found by reading it
-        # (facepipe.annotate.state.committed_parts), not taken for data.
-        pq.write_table(table, f, compression="zstd", write_page_checksum=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
+def write_part(table: pa.Table, final: str | os.PathLike) -> str | os.PathLike:
+    """Write ``table`` as the Parquet file ``final``, whole or not at all
+    (:func:`facepipe.storage.write_bytes`: locally a hidden temporary, fsynced and renamed; on an
+    object store one PUT)."""
+    buf = pa.BufferOutputStream()
+    # Page checksums (CRC32 per page, Parquet's own): a part damaged later is found by reading it
+    # (facepipe.annotate.state.committed_parts), not taken for data.
+    pq.write_table(table, buf, compression="zstd", write_page_checksum=True)
+    storage.write_bytes(final, buf.getvalue().to_pybytes(), fsync=True)
     return final
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write a small file (summary.json, a plot) via a temporary name and ``os.replace``: a reader
-    sees the old file or the new one, never a part. The temporary (``.tmp-<hex>``, short whatever
-    the final name's length) is removed when the write fails; a killed writer's is removed by
-    :func:`remove_temporaries`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str | os.PathLike:
+    """Write a small file (summary.json, a plot) whole: a reader sees the old file or the new one,
+    never a part (:func:`facepipe.storage.write_bytes`). A killed local writer's temporary is
+    removed by :func:`remove_temporaries`."""
+    storage.write_bytes(path, data)
     return path
 
 
-TMP_PREFIX = ".tmp-"
+TMP_PREFIX = storage.TMP_PREFIX
 
 
 def remove_temporaries(folder: str | os.PathLike) -> int:
     """Delete temporaries that killed writers left under ``folder`` (call under the output lock,
-    when no writer runs); how many."""
+    when no writer runs); how many. Object stores have none (a PUT leaves nothing half-written)."""
+    if storage.is_uri(folder):
+        return 0
     removed = 0
     for dirpath, _, names in os.walk(folder):
         for name in names:
-            # also the names of earlier versions: ".<name>.<hex>.tmp"
+            # also the names of earlier versions: ".<name>.<hex>.tmp", ".part-....parquet.tmp"
             if name.startswith(TMP_PREFIX) or (name.startswith(".") and name.endswith(".tmp")):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(dirpath, name))
@@ -141,8 +128,9 @@ class PartWriter:
     what is complete every ``part_seconds``, atomically. Use inside :func:`output_lock`."""
 
     def __init__(self, directory: str | os.PathLike, schema: pa.Schema, run_id: str, part_images: int = 500, part_seconds: float = 30.0):
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = directory if storage.is_uri(directory) else Path(directory)
+        if isinstance(self.dir, Path):
+            self.dir.mkdir(parents=True, exist_ok=True)
         self.schema = schema
         self.run_id = run_id
         self.part_images = max(1, int(part_images))
@@ -150,20 +138,11 @@ class PartWriter:
         self.pending: dict[tuple[str, str], list[pa.Table]] = {}
         self.pending_rows: dict[tuple[str, str], int] = {}
         self.ready: list[list[pa.Table]] = []  # complete images, each as its row pieces
-        self.parts: list[Path] = []
+        self.parts: list = []
         self.images_committed = 0
         self.rows_committed = 0
         self._last_commit = time.monotonic()
-        self.remove_stale_temporaries()
-
-    def remove_stale_temporaries(self) -> int:
-        """Delete temporaries left by a killed run (safe: the caller holds the output lock)."""
-        n = 0
-        for p in self.dir.glob(".part-*.parquet.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-                n += 1
-        return n
+        remove_temporaries(directory)
 
     def add(self, table: pa.Table) -> list[Path]:
         """Take rows (any mix of images, possibly partial); returns parts committed by this call."""
@@ -204,7 +183,7 @@ class PartWriter:
             parts.append(self.commit(len(self.ready)))
         return parts
 
-    def commit(self, images: int) -> Path:
+    def commit(self, images: int) -> Path | str:
         """Write the first ``images`` complete images as one part, atomically."""
         chosen, self.ready = self.ready[:images], self.ready[images:]
         table = pa.concat_tables([t for pieces in chosen for t in pieces])
@@ -215,7 +194,8 @@ class PartWriter:
         ts = pa.array([now] * table.num_rows, self.schema.field("timestamp").type)
         table = table.set_column(table.schema.get_field_index("timestamp"), self.schema.field("timestamp"), ts)
         seq = len(self.parts)
-        final = write_part(table, self.dir / f"part-{self.run_id}-{seq:05d}.parquet")
+        name = f"part-{self.run_id}-{seq:05d}.parquet"
+        final = write_part(table, self.dir / name if isinstance(self.dir, Path) else storage.join(self.dir, name))
         self.parts.append(final)
         self.images_committed += len(chosen)
         self.rows_committed += table.num_rows

@@ -10,8 +10,11 @@ folder name>/<path>.jpg (annotated copies), OUT/summary_*.png, OUT/summary.json.
 
 Faces are found by --detector (haar, the default, or mtcnn), each with its own settings below.
 Starts a local Ray unless RAY_ADDRESS is set (e.g. under `ray job submit --working-dir .`).
-Exit codes: 0 done (also when no face was found anywhere), 2 bad arguments or inputs (one-line
-reason on stderr), 3 another run is writing to OUT, 4 OUT's disk is full (committed parts are
+Inputs and OUT may be object-store URIs (s3://bucket/prefix, gs://...; credentials and endpoint
+from the usual AWS_* / cloud variables or roles).
+Exit codes: 0 done (also when no face was found anywhere), 2 bad arguments or inputs, or a store
+that cannot be listed or refuses a write (one-line reason on stderr; committed parts are kept),
+3 another run is writing to OUT, 4 OUT's disk is full (committed parts are
 kept; free space and rerun), 5 done, but a folder could not be listed (named on stderr and in
 summary.json's unreadable_folders; its files have no rows), 1 unexpected failure.
 """
@@ -117,8 +120,9 @@ def main(args: argparse.Namespace) -> int:
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` (default: the command line) and run; the exit code."""
     from facepipe.annotate.writer import OutputFull, OutputLocked
+    from facepipe.storage import StorageError
 
-    return run_main("annotate", get_args_parser, main, argv, prog, errors={AnnotateError: 2, OutputLocked: 3, OutputFull: 4})
+    return run_main("annotate", get_args_parser, main, argv, prog, errors={AnnotateError: 2, StorageError: 2, OutputLocked: 3, OutputFull: 4})
 
 
 if __name__ == "__main__":

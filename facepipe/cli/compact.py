@@ -41,8 +41,9 @@ def main(args: argparse.Namespace) -> int:
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` (default: the command line) and run; the exit code."""
     from facepipe.annotate.writer import OutputLocked
+    from facepipe.storage import StorageError
 
-    return run_main("compact", get_args_parser, main, argv, prog, errors={FileNotFoundError: 2, OutputLocked: 3})
+    return run_main("compact", get_args_parser, main, argv, prog, errors={FileNotFoundError: 2, StorageError: 2, OutputLocked: 3})
 
 
 if __name__ == "__main__":

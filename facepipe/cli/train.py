@@ -5,6 +5,8 @@ With no --data it trains on generated data (written once under OUTPUT/data). For
 writes OUTPUT/<task>/model (weights.pt + meta.json: all that inference needs), history.json,
 training_curves.png and, unless --no-evaluate, OUTPUT/<task>/eval (metrics.json, reports, plots).
 Checkpoints go to --storage-path/<name>; rerun with --resume to continue an interrupted run.
+--data, --output and --storage-path may be object-store URIs (s3://, gs://): a CSV is fetched once,
+an OUTPUT URI gets the files above uploaded at the end, checkpoints go to the store directly.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from facepipe import storage
 from facepipe.augment import AugmentConfig
 from facepipe.cli import run_main
 from facepipe.flags import add_config_flags, config_kwargs, per_name_default
@@ -100,6 +103,8 @@ def build_config(args: argparse.Namespace, task: str, data: str, several: bool =
 
 
 def main(args: argparse.Namespace) -> dict:
+    if storage.is_uri(args.output):
+        return _main_to_store(args)
     from facepipe.evaluate import evaluate
     from facepipe.runtime import init_ray
     from facepipe.train import train
@@ -127,9 +132,32 @@ def main(args: argparse.Namespace) -> dict:
     return summary
 
 
+def _main_to_store(args: argparse.Namespace) -> dict:
+    """``--output`` on an object store: train into a local staging folder, then upload what it
+    holds (model directories, evaluation, history, curves) under the URI. Checkpoints go straight
+    to the store (``--storage-path``, default ``OUTPUT/ray_results``), so ``--resume`` works from
+    any machine."""
+    import tempfile
+
+    uri = storage.absolute(args.output)
+    if args.storage_path is None:
+        args.storage_path = storage.join(uri, "ray_results")
+    with tempfile.TemporaryDirectory(prefix="facepipe-train-") as staging:
+        summary = main(argparse.Namespace(**{**vars(args), "output": staging}))
+        files = sorted(p for p in Path(staging).rglob("*") if p.is_file())
+        for p in files:
+            data = p.read_bytes()
+            if p.name == "train_summary.json":  # it names the model directories: where they now are
+                data = data.replace(staging.encode(), uri.encode())
+            storage.write_bytes(storage.join(uri, p.relative_to(staging).as_posix()), data)
+    print(f"train: {len(files)} files uploaded to {uri}", flush=True)
+    return summary
+
+
 def run(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` (default: the command line) and run; the exit code."""
-    return run_main("train", get_args_parser, main, argv, prog, errors=(CSVFormatError, FileNotFoundError, FileExistsError, ValueError, TrainingFailed))
+    return run_main("train", get_args_parser, main, argv, prog,
+                    errors=(CSVFormatError, FileNotFoundError, FileExistsError, ValueError, TrainingFailed))  # StorageError is a ValueError
 
 
 if __name__ == "__main__":

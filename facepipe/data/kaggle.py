@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from facepipe import storage
+
 from facepipe.data import pixels as px
 from facepipe.data.schema import EMOTIONS, FER_USAGES, KeypointSchema
 from facepipe.model_dir import MAX_LABELS
@@ -116,11 +118,13 @@ class CSVSource:
     path: str
     compression: str | None = None  # None | "gzip" | "zip"
     member: str | None = None  # zip only
+    origin: str | None = None  # the URI a file on an object store was fetched from (``path`` is its local copy)
 
     @property
     def name(self) -> str:
-        """How errors name the file: ``archive.zip:member.csv`` for a zip member."""
-        return f"{self.path}:{self.member}" if self.member else self.path
+        """How errors name the file (as given): ``archive.zip:member.csv`` for a zip member."""
+        where = self.origin or self.path
+        return f"{where}:{self.member}" if self.member else where
 
 
 def _compression(path: str) -> str | None:
@@ -132,6 +136,12 @@ def _compression(path: str) -> str | None:
 
 def resolve_source(path: str | os.PathLike) -> CSVSource:
     """Find the CSV bytes behind ``path``; a zip archive is searched for the one member with a known header."""
+    origin = None
+    if storage.is_uri(path):  # fetched once into a local cache (keyed by size and time: a changed object is fetched again)
+        origin = storage.absolute(path)
+        if storage.stat(origin) is None:
+            raise FileNotFoundError(f"{origin}: no such object")
+        path = storage.local_copy(origin)
     path = str(path)
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -139,10 +149,10 @@ def resolve_source(path: str | os.PathLike) -> CSVSource:
     if compression in ("bz2", "xz"):
         # Without this the bytes reach the UTF-8 decoder and the user sees a decode error.
         message = f"a {compression}-compressed file; only gzip, zip or plain CSV files are read"
-        raise CSVFormatError(path, None, None, message)
+        raise CSVFormatError(origin or path, None, None, message)
     if compression == "zip":
-        return CSVSource(path, "zip", _csv_member(path))
-    return CSVSource(path, compression)
+        return CSVSource(path, "zip", _csv_member(path), origin)
+    return CSVSource(path, compression, origin=origin)
 
 
 def _csv_member(path: str) -> str:
