@@ -271,9 +271,12 @@ def _list_local(root: Path, recursive: bool, include_hidden: bool) -> tuple[list
         except OSError as e:
             refused(e)
             walker = []
+    top = len(str(root).rstrip(os.sep)) + 1
     for dirpath, dirnames, filenames in walker:
         if not include_hidden:
             dirnames[:] = [n for n in dirnames if not n.startswith(".")]
+        # string slicing, not pathlib: this loop runs once per file of the largest folders
+        folder = dirpath[top:].replace(os.sep, "/")
         for name in filenames:
             if not include_hidden and name.startswith("."):
                 continue
@@ -284,7 +287,7 @@ def _list_local(root: Path, recursive: bool, include_hidden: bool) -> tuple[list
                 st = None
             if st is not None and not stat_.S_ISREG(st.st_mode):
                 continue
-            rel = Path(full).relative_to(root).as_posix()
+            rel = f"{folder}/{name}" if folder else name
             entries.append(Entry(rel, int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns)) if st else Entry(rel, -1, -1, -1))
     return entries, unreadable
 

@@ -432,14 +432,14 @@ def test_a_file_name_that_is_not_utf8_gets_a_lossless_text_name(tmp_path, face):
 
 
 def test_a_symlink_loop_is_an_input_that_cannot_be_read(tmp_path, face):
-    from facepipe.annotate.job import _written_by_us
+    from facepipe.annotate.job import _inputs_only
     from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, prepare_batch
 
     os.symlink(tmp_path / "b.jpg", tmp_path / "a.jpg")
     os.symlink(tmp_path / "a.jpg", tmp_path / "b.jpg")
     entries = list_files([tmp_path])
     assert [e.path for e in entries] == ["a.jpg", "b.jpg"]
-    assert not _written_by_us(entries[0].abs_path, tmp_path / "out")  # resolving it raised "Symlink loop" before any work
+    assert _inputs_only(entries, tmp_path / "out") == entries  # resolving them raised "Symlink loop" before any work
     e = entries[0]
     rec = {"root": e.root, "input_root": e.input_root, "path": e.path, "abs_path": e.abs_path, "file_size": e.size, "file_mtime_ns": e.mtime_ns, "done_sha": ""}
     out = prepare_batch({k: np.array([rec[k]], dtype=object) for k in FILE_COLUMNS}, PrepareConfig(cv2_threads=0))

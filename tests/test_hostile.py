@@ -329,3 +329,15 @@ def test_stray_files_in_the_parts_folder_are_ignored_and_kept(models, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "annotations" / "notes.txt").read_text() == "my notes"
     assert read_annotations(out).path.nunique() == 3
+
+
+def test_an_output_inside_the_input_folder_is_not_annotated(models, tmp_path):
+    from facepipe.annotate import annotate, read_annotations
+
+    inp = tmp_path / "in"
+    write_image_folder(inp, 2)
+    (inp / "summary_of_my_trip.png").write_bytes((inp / "face_0000.png").read_bytes())  # the user's file, not ours
+    for _ in range(2):
+        s = annotate([inp], inp / "out", *models, plots="all", recursive=True, local=True, verbose=False)
+    assert s["run"]["listed"] == 3 and s["run"]["already_done"] == 3
+    assert sorted(read_annotations(inp / "out").path.unique()) == ["face_0000.png", "face_0001.png", "summary_of_my_trip.png"]

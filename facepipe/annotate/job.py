@@ -78,19 +78,18 @@ def _new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def _written_by_us(path: str, output: Path | str) -> bool:
-    """Files this job writes into OUT (when OUT lies inside an input folder, they are not inputs)."""
-    if storage.is_uri(path) or storage.is_uri(output):
-        prefix = storage.absolute(output) + "/"
-        if not path.startswith(prefix):
-            return False
+def _inputs_only(entries: list, output: Path | str) -> list:
+    """``entries`` without the files this job writes into OUT (when OUT lies inside an input
+    folder, its parts, plots and summaries are not inputs). Listed paths lie under their resolved
+    input root (symlinked folders are not entered), so a prefix test on them is exact."""
+    out = storage.absolute(output)
+    prefix = out + "/"
+
+    def ours(path: str) -> bool:
         parts = path[len(prefix):].split("/")
-    else:
-        try:
-            parts = list(Path(path).resolve().relative_to(output.resolve()).parts)
-        except (ValueError, RuntimeError, OSError):  # outside OUT, or a symlink loop (an input: its read fails as an error row)
-            return False
-    return parts[0] in ("plots", "annotations", "quarantine") or (len(parts) == 1 and parts[0].startswith("summary"))
+        return parts[0] in ("plots", "annotations", "quarantine") or (len(parts) == 1 and parts[0].startswith("summary"))
+
+    return [e for e in entries if not (e.abs_path.startswith(prefix) and ours(e.abs_path))]
 
 
 def _check_output(output: Path | str) -> None:
@@ -232,7 +231,7 @@ def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path | str
         history = read_parts(output, columns=_RUN_COLUMNS, repair=True, log=lambda m: _warn(f"annotate: {m}"))
         state = state_of(history, run.kp_id, run.em_id, detector=det.describe())
         listed = list_files(inputs, recursive=cfg.recursive, pattern=cfg.glob, include_hidden=cfg.include_hidden, known_roots=state.roots)
-        entries = [e for e in listed if not _written_by_us(e.abs_path, output)]
+        entries = _inputs_only(listed, output)
         for root, path, reason in listed.unreadable:
             _warn(f"annotate: warning: cannot list folder {root}/{path}: {reason}; its files are not annotated")
         todo = [e for e in entries if not state.done_by_stat(e.root, e.path, e.size, e.mtime_ns, e.ctime_ns)]

@@ -247,16 +247,16 @@ def current_view(table: pa.Table, existing: bool = True, listed: set[tuple[str, 
     if existing:
         roots, paths = table.column("input_root").to_pylist(), table.column("path").to_pylist()
         alive: dict[tuple[str, str], bool] = {}
-        listed: dict[str, set[str]] = {}  # an object store's input root → its objects, listed once
+        objects: dict[str, set[str]] = {}  # an object store's input root → its objects, listed once
         for i, (r, p) in enumerate(zip(roots, paths)):
             if keep[i]:
                 if (r, p) not in alive:
                     if listed is not None and (r, p) in listed:
                         alive[(r, p)] = True
                     elif storage.is_uri(r):
-                        if r not in listed:
-                            listed[r] = {e.path for e in storage.list_tree(r, recursive=True)[0]}
-                        alive[(r, p)] = real_name(p) in listed[r]
+                        if r not in objects:
+                            objects[r] = {e.path for e in storage.list_tree(r, recursive=True)[0]}
+                        alive[(r, p)] = real_name(p) in objects[r]
                     else:
                         alive[(r, p)] = os.path.lexists(os.path.join(r, real_name(p)))  # rows hold lossless names
                 keep[i] = alive[(r, p)]
