@@ -29,8 +29,8 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = ["StorageError", "StorageLocked", "Entry", "is_uri", "resolve", "join", "name_of", "parent_of", "info", "exists", "read_bytes",
            "write_bytes", "stat", "list_tree", "open_read", "delete", "move", "exclusive", "local_copy"]
@@ -122,9 +122,8 @@ def absolute(location: str | os.PathLike) -> str:
     return os.fspath(location).rstrip("/") if is_uri(location) else str(Path(_local(location)).resolve())
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One listed file or object."""
+class Entry(NamedTuple):
+    """One listed file or object (a named tuple: listings make one per file of the largest folders)."""
 
     path: str  # relative to the listed folder, POSIX separators
     size: int  # -1: unknown (a dangling local symlink)
@@ -288,7 +287,7 @@ def _list_local(root: Path, recursive: bool, include_hidden: bool) -> tuple[list
             if st is not None and not stat_.S_ISREG(st.st_mode):
                 continue
             rel = f"{folder}/{name}" if folder else name
-            entries.append(Entry(rel, int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns)) if st else Entry(rel, -1, -1, -1))
+            entries.append(Entry(rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns) if st else Entry(rel, -1, -1, -1))
     return entries, unreadable
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from facepipe import storage
 
@@ -17,8 +17,7 @@ __all__ = ["FileEntry", "FileList", "input_root", "lossless_name", "real_name", 
 # --- listing -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FileEntry:
+class FileEntry(NamedTuple):  # a named tuple, not a dataclass: a listing makes one per file
     root: str  # label of the input root (its folder name, made unique within the output)
     input_root: str  # absolute path (or URI) of the input root
     path: str  # POSIX path relative to the input root
@@ -131,11 +130,12 @@ def list_files(
                 raise NotADirectoryError(f"input is neither a file nor a folder: {d}")
         listed, refused = storage.list_tree(root, recursive=recursive, include_hidden=include_hidden)
         unreadable += [(label, lossless_name(rel), why) for rel, why in refused]
+        under = root.rstrip("/") + "/"  # joined by hand: this loop runs once per listed file
         for e in listed:
-            if not fnmatch.fnmatchcase(e.path.rsplit("/", 1)[-1], pattern):
+            if pattern != "*" and not fnmatch.fnmatchcase(e.path.rsplit("/", 1)[-1], pattern):
                 continue
             rel = lossless_name(e.path)
-            entries[(label, rel)] = FileEntry(label, root, rel, storage.join(root, e.path), e.size, e.mtime_ns, e.ctime_ns)
+            entries[(label, rel)] = FileEntry(label, root, rel, under + e.path, e.size, e.mtime_ns, e.ctime_ns)
     return FileList(sorted(entries.values(), key=lambda e: (e.root, e.path)), sorted(unreadable))
 
 

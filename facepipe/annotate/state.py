@@ -217,21 +217,25 @@ def state_of(everything: pa.Table | None, keypoints_model_id: str | None, emotio
     if t.num_rows == 0:
         return state
     state.rows = t.num_rows
-    # One row per file: its latest annotation (an image's rows share their commit time).
-    # integer_object_nulls: int64 sizes and ns times stay exact ints beside nulls (not float64)
-    latest = t.sort_by([("timestamp", "descending")]).to_pandas(integer_object_nulls=True).drop_duplicates(["root", "path"], keep="first")
-    for root, path, ts, sha, size, mtime, status, error in zip(
-        latest["root"], latest["path"], latest["timestamp"], latest["sha256"], latest["file_size"], latest["file_mtime_ns"],
-        latest["status"], latest["error"],
-    ):
-        sha = sha if isinstance(sha, str) else ""
-        if status == "error":
-            state.errors[(root, path)] = (sha, error if isinstance(error, str) else "")
-            continue
-        state.images += 1
-        state.shas[(root, path)] = sha
-        if size is not None and mtime is not None:
-            state.by_stat[(root, path)] = (int(size), int(mtime), int(ts.value))
+    # One row per file: its latest annotation (an image's rows share their commit time). Plain
+    # Python lists from Arrow, not pandas: this loop runs once per committed row of the output.
+    t = t.sort_by([("timestamp", "descending")])
+    t = t.set_column(t.schema.get_field_index("timestamp"), "timestamp",
+                     pc.cast(pc.cast(t.column("timestamp"), pa.timestamp("ns", tz="UTC")), pa.int64()))
+    names = ("root", "path", "sha256", "file_size", "file_mtime_ns", "status", "error", "timestamp")
+    for batch in t.select(list(names)).to_batches(max_chunksize=16384):  # a chunk of Python objects at a time
+        for root, path, sha, size, mtime, status, error, ts in zip(*(batch.column(i).to_pylist() for i in range(len(names)))):
+            key = (root, path)
+            if key in state.shas or key in state.errors:
+                continue  # an older annotation of a file already seen
+            sha = sha if isinstance(sha, str) else ""
+            if status == "error":
+                state.errors[key] = (sha, error if isinstance(error, str) else "")
+                continue
+            state.images += 1
+            state.shas[key] = sha
+            if size is not None and mtime is not None:
+                state.by_stat[key] = (size, mtime, ts)
     return state
 
 
