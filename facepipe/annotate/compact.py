@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from facepipe import storage
-from facepipe.annotate.state import MANIFEST, committed_parts, current_view, read_manifest, read_parts
+from facepipe.annotate.state import MANIFEST, committed_parts, current_view, read_manifest, read_parts, read_these_parts
 from facepipe.annotate.writer import COMPACT_DIR, PART_GLOB, dataset_dir, fsync_dir, output_lock, write_part
 
 __all__ = ["compact", "finish_interrupted_compaction"]
@@ -106,8 +106,9 @@ def _compact_objects(out: str, existing: bool) -> dict:
         raise FileNotFoundError(f"{out}: no annotations/ objects (not an annotate output)")
     with output_lock(out):
         quarantined: list[str] = []
-        table = read_parts(out, repair=True, log=quarantined.append)
-        live = [storage.name_of(p) for p in committed_parts(out)]
+        parts = committed_parts(out, repair=True, log=quarantined.append)  # damaged parts set aside first, never lost
+        table = read_these_parts(parts)
+        live = [storage.name_of(p) for p in parts]
         manifest = read_manifest(out)
         recovered = _remove_leftovers(d, manifest, live)
         summary = {"output": out, "recovered": recovered, "parts_before": len(live), "rows_before": 0 if table is None else table.num_rows,

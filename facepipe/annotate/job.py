@@ -42,7 +42,7 @@ from facepipe.annotate.listing import list_files, real_name
 from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
 from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, keypoint_columns, rows_to_table
-from facepipe.annotate.state import STATE_COLUMNS, committed_parts, current_view, read_parts, state_of
+from facepipe.annotate.state import STATE_COLUMNS, committed_parts, current_view, read_parts, read_these_parts, state_of
 from facepipe.annotate.writer import OutputFull, PartWriter, atomic_write_bytes, dataset_dir, out_of_space, output_lock, remove_temporaries
 from facepipe.logs import eta
 
@@ -262,19 +262,9 @@ def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path | str
 _RUN_COLUMNS = STATE_COLUMNS + ["run_id", "face_index", "num_faces", "emotion"]
 
 
-def _read(parts: list, columns: list[str], filter=None) -> pa.Table | None:
-    """Rows of the given committed parts (all on one store)."""
-    import pyarrow.dataset as pads
-
-    if not parts:
-        return None
-    fs, _ = storage.resolve(parts[0])
-    return pads.dataset([storage.resolve(p)[1] for p in parts], format="parquet", filesystem=fs).to_table(columns=columns, filter=filter)
-
-
 def _current(history: pa.Table | None, new_parts: list, listed: set[tuple[str, str]]) -> pa.Table | None:
     """The current view after this run: the rows read at its start and the parts it wrote."""
-    new = _read(new_parts, _RUN_COLUMNS)
+    new = read_these_parts(new_parts, _RUN_COLUMNS)
     tables = [t for t in (history, new) if t is not None and t.num_rows]
     if not tables:
         return None
@@ -458,7 +448,7 @@ def _plot_items(run: _Run, cfg: AnnotateConfig, view: pa.Table | None, new_parts
     runs = sorted({w[2] for w in wanted})
     # this run's images only: its own parts hold them; older images' rows need the whole dataset
     parts = new_parts if runs == [run.run_id] else committed_parts(output)
-    t = _read(parts, cols + [c for pair in kp_cols for c in pair], filter=pc.field("run_id").isin(runs) & (pc.field("status") != "error"))
+    t = read_these_parts(parts, cols + [c for pair in kp_cols for c in pair], filter=pc.field("run_id").isin(runs) & (pc.field("status") != "error"))
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in t.to_pylist():
         if (r["root"], r["path"], r["run_id"]) in wanted:

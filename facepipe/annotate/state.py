@@ -35,7 +35,7 @@ from facepipe import storage
 from facepipe.annotate.listing import real_name
 from facepipe.annotate.writer import COMPACT_DIR, PART_GLOB, QUARANTINE_DIR, atomic_write_bytes, dataset_dir
 
-__all__ = ["DamagedOutput", "MANIFEST", "State", "committed_parts", "read_manifest", "STATE_COLUMNS", "load_state", "state_of", "read_parts", "read_annotations", "current_view"]
+__all__ = ["DamagedOutput", "MANIFEST", "State", "committed_parts", "read_manifest", "STATE_COLUMNS", "load_state", "state_of", "read_parts", "read_these_parts", "read_annotations", "current_view"]
 
 _STATE_COLUMNS = ["root", "path", "timestamp", "sha256", "file_size", "file_mtime_ns", "status", "error"]
 
@@ -177,7 +177,11 @@ def read_manifest(output: str | os.PathLike) -> dict:
 
 def read_parts(output: str | os.PathLike, columns: list[str] | None = None, filter=None, repair: bool = False, log=None) -> pa.Table | None:
     """All committed rows (or None when there are none yet), from the parts :func:`committed_parts` vouches for."""
-    parts = committed_parts(output, repair=repair, log=log)
+    return read_these_parts(committed_parts(output, repair=repair, log=log), columns, filter)
+
+
+def read_these_parts(parts: list, columns: list[str] | None = None, filter=None) -> pa.Table | None:
+    """The rows of the given part files (all on one store), or None for no parts."""
     if not parts:
         return None
     fs, _ = storage.resolve(parts[0])
