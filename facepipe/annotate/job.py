@@ -42,7 +42,7 @@ from facepipe.annotate.listing import list_files, real_name
 from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
 from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch
 from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, keypoint_columns, rows_to_table
-from facepipe.annotate.state import STATE_COLUMNS, committed_parts, current_view, read_parts, read_these_parts, state_of
+from facepipe.annotate.state import STATE_COLUMNS, committed_parts, current_view, read_these_parts, state_of
 from facepipe.annotate.writer import OutputFull, PartWriter, atomic_write_bytes, dataset_dir, out_of_space, output_lock, remove_temporaries
 from facepipe.logs import eta
 
@@ -228,13 +228,13 @@ def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path | str
             remove_temporaries(folder)
         # The committed parts are read once per run: the state here, then (with this run's own parts
         # added) the current view that plots and summary.json count.
-        history = read_parts(output, columns=_RUN_COLUMNS, repair=True, log=lambda m: _warn(f"annotate: {m}"))
+        history = read_these_parts(committed_parts(output, repair=True, log=lambda m: _warn(f"annotate: {m}")), _RUN_COLUMNS, dictionary=True)
         state = state_of(history, run.kp_id, run.em_id, detector=det.describe())
         listed = list_files(inputs, recursive=cfg.recursive, pattern=cfg.glob, include_hidden=cfg.include_hidden, known_roots=state.roots)
         entries = _inputs_only(listed, output)
         for root, path, reason in listed.unreadable:
             _warn(f"annotate: warning: cannot list folder {root}/{path}: {reason}; its files are not annotated")
-        todo = [e for e in entries if not state.done_by_stat(e.root, e.path, e.size, e.mtime_ns, e.ctime_ns)]
+        todo = state.select(entries)
         done_unchanged = len(entries) - len(todo)
         if cfg.limit is not None:
             todo = todo[: cfg.limit]
@@ -249,7 +249,9 @@ def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path | str
         if todo:
             _run_pipeline(run, cfg, todo, state, writer, annotator)
         pipeline_s = time.perf_counter() - t_pipe
-        view = _current(history, writer.parts, {(e.input_root, e.path) for e in entries})
+        del state  # the view below is built from the history and the new parts, not from it
+        view = _current(history, writer.parts, pa.table({"input_root": pa.array([e.input_root for e in entries], pa.string()),
+                                                         "path": pa.array([e.path for e in entries], pa.string())}))
         plot_files = _plots(run, cfg, view, writer.parts)
         summary = _summary(run, cfg, entries, done_unchanged, todo, writer, pipeline_s, time.perf_counter() - t_start, plot_files, view)
         summary["run"]["executor"] = "in-process" if run.local else "ray"
@@ -262,9 +264,10 @@ def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path | str
 _RUN_COLUMNS = STATE_COLUMNS + ["run_id", "face_index", "num_faces", "emotion"]
 
 
-def _current(history: pa.Table | None, new_parts: list, listed: set[tuple[str, str]]) -> pa.Table | None:
-    """The current view after this run: the rows read at its start and the parts it wrote."""
-    new = read_these_parts(new_parts, _RUN_COLUMNS)
+def _current(history: pa.Table | None, new_parts: list, listed: pa.Table) -> pa.Table | None:
+    """The current view after this run: the rows read at its start and the parts it wrote
+    (``listed``: the files just listed, see :func:`current_view`)."""
+    new = read_these_parts(new_parts, _RUN_COLUMNS, dictionary=True)
     tables = [t for t in (history, new) if t is not None and t.num_rows]
     if not tables:
         return None

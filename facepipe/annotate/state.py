@@ -29,10 +29,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from facepipe import storage
-from facepipe.annotate.listing import real_name
+from facepipe.annotate.listing import FileEntry, real_name
 from facepipe.annotate.writer import COMPACT_DIR, PART_GLOB, QUARANTINE_DIR, atomic_write_bytes, dataset_dir
 
 __all__ = ["DamagedOutput", "MANIFEST", "State", "committed_parts", "read_manifest", "STATE_COLUMNS", "load_state", "state_of", "read_parts", "read_these_parts", "read_annotations", "current_view"]
@@ -42,23 +41,54 @@ _STATE_COLUMNS = ["root", "path", "timestamp", "sha256", "file_size", "file_mtim
 
 @dataclass
 class State:
-    #: (root, path) → (size, mtime_ns, commit time ns) of the latest done annotation.
-    by_stat: dict[tuple[str, str], tuple[int, int, int]] = field(default_factory=dict)
-    #: (root, path) → sha256 of the latest done annotation.
-    shas: dict[tuple[str, str], str] = field(default_factory=dict)
-    #: (root, path) → (sha256 or "", reason) of a latest annotation that is an error.
-    errors: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    """What an output holds for one set of models: per file, its latest annotation, as Arrow
+    columns (a per-file Python object costs ~1 KB; at millions of files that is the driver's memory)."""
+
+    #: One row per (root, path): its latest annotation (root, path, sha256, file_size,
+    #: file_mtime_ns, status, error, timestamp as int64 ns); None when there are none.
+    latest: pa.Table | None = None
     #: absolute input folder → its root label in this output.
     roots: dict[str, str] = field(default_factory=dict)
     rows: int = 0
     images: int = 0
+    #: (root, path) → (sha256 or "", reason) of a latest annotation that is an error.
+    errors: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    #: (root, path) → sha256 of the latest done annotation, for the files :meth:`select` kept.
+    shas: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def select(self, entries: list) -> list:
+        """The listed entries (:class:`~facepipe.annotate.listing.FileEntry`, in their order) that are
+        not done by their stat alone: no done annotation, or a different size or mtime, or a ctime
+        (-1: unknown, not compared) not older than the commit. Remembers the done content hashes of
+        the entries it returns (:meth:`done_shas`), joined in Arrow, not per file in Python."""
+        if self.latest is None or not entries:
+            return list(entries)
+        listing = pa.table({
+            "root": pa.array([e.root for e in entries], pa.string()),
+            "path": pa.array([e.path for e in entries], pa.string()),
+            "size": pa.array([e.size for e in entries], pa.int64()),
+            "mtime": pa.array([e.mtime_ns for e in entries], pa.int64()),
+            "ctime": pa.array([e.ctime_ns for e in entries], pa.int64()),
+            "i": pa.array(range(len(entries)), pa.int64()),
+        })
+        joined = listing.join(self.latest, keys=["root", "path"], join_type="left outer", use_threads=False)
+        done = pc.and_kleene(pc.and_kleene(pc.not_equal(joined["status"], "error"), pc.equal(joined["size"], joined["file_size"])),
+                             pc.and_kleene(pc.equal(joined["mtime"], joined["file_mtime_ns"]), pc.less(joined["ctime"], joined["timestamp"])))
+        rest = joined.filter(pc.invert(pc.fill_null(done, False)))
+        order = pc.sort_indices(rest["i"])
+        rest = rest.take(order)
+        known = rest.filter(pc.and_kleene(pc.is_valid(rest["status"]), pc.not_equal(rest["status"], "error")))
+        for root, path, sha in zip(*(known[c].to_pylist() for c in ("root", "path", "sha256"))):
+            self.shas[(root, path)] = sha if isinstance(sha, str) else ""
+        return [entries[i] for i in rest["i"].to_pylist()]
 
     def done_by_stat(self, root: str, path: str, size: int, mtime_ns: int, ctime_ns: int = -1) -> bool:
-        """Whether the file is done, from its stat alone (``ctime_ns`` -1: unknown, not compared)."""
-        got = self.by_stat.get((root, path))
-        return got is not None and got[:2] == (int(size), int(mtime_ns)) and int(ctime_ns) < got[2]
+        """Whether one file is done, from its stat alone (``ctime_ns`` -1: unknown, not compared);
+        :meth:`select` answers for a whole listing at once."""
+        return not self.select([FileEntry(root, "", path, "", size, mtime_ns, ctime_ns)])
 
     def done_shas(self, root: str, path: str) -> str:
+        """The content hash of a file's done annotation ("" when none), for a file :meth:`select` returned."""
         return self.shas.get((root, path), "")
 
     def repeats_error(self, root: str, path: str, sha: str | None, error: str | None) -> bool:
@@ -180,12 +210,38 @@ def read_parts(output: str | os.PathLike, columns: list[str] | None = None, filt
     return read_these_parts(committed_parts(output, repair=repair, log=log), columns, filter)
 
 
-def read_these_parts(parts: list, columns: list[str] | None = None, filter=None) -> pa.Table | None:
-    """The rows of the given part files (all on one store), or None for no parts."""
+#: Columns with few distinct values: :func:`read_these_parts` with ``dictionary`` keeps them
+#: dictionary-encoded (a 100-character detector description once, not once per row).
+_FEW_VALUES = ("root", "input_root", "status", "error", "run_id", "keypoints_model_id", "emotion_model_id", "detector", "emotion",
+               "image_format", "image_mode", "facepipe_version")
+
+
+def read_these_parts(parts: list, columns: list[str] | None = None, filter=None, dictionary: bool = False) -> pa.Table | None:
+    """The rows of the given part files (all on one store), or None for no parts; a column some
+    parts lack (an older schema) is null in their rows, one that no part has is a KeyError. With ``dictionary`` the few-valued string columns come
+    dictionary-encoded (:func:`_plain` turns them back), for a reader that keeps a whole history.
+
+    One part at a time, each opened once: a dataset scan of them all holds read-ahead buffers of
+    several parts at once (~2x the rows' own size at 100,000 files)."""
+    import pyarrow.parquet as pq
+
     if not parts:
         return None
     fs, _ = storage.resolve(parts[0])
-    return pads.dataset([storage.resolve(p)[1] for p in parts], format="parquet", filesystem=fs).to_table(columns=columns, filter=filter)
+    tables = []
+    for p in parts:
+        with fs.open_input_file(storage.resolve(p)[1]) as f:
+            pf = pq.ParquetFile(f, read_dictionary=[c for c in _FEW_VALUES if dictionary and (columns is None or c in columns)] or None)
+            names = set(pf.schema_arrow.names)
+            t = pf.read(columns=None if columns is None else [c for c in columns if c in names], use_threads=False)
+        tables.append(t.filter(filter) if filter is not None else t)
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    if columns is not None:
+        missing = [c for c in columns if c not in table.schema.names]
+        if missing:
+            raise KeyError(f"no part of {storage.parent_of(parts[0])} has the columns {missing}")
+        table = table.select(columns)
+    return table
 
 
 #: The columns :func:`state_of` needs.
@@ -210,65 +266,78 @@ def state_of(everything: pa.Table | None, keypoints_model_id: str | None, emotio
     matched = (("keypoints_model_id", keypoints_model_id), ("emotion_model_id", emotion_model_id), ("detector", detector))
     if everything is None or everything.num_rows == 0:
         return state
-    first = everything.group_by(["input_root", "root"]).aggregate([("timestamp", "min")]).sort_by("timestamp_min")
+    # dictionary columns (read_these_parts) decoded before grouping: each part has its own dictionary
+    first = _plain(everything.select(["input_root", "root", "timestamp"])).group_by(["input_root", "root"], use_threads=False)
+    first = first.aggregate([("timestamp", "min")]).sort_by("timestamp_min")
     for folder, label in zip(first.column("input_root").to_pylist(), first.column("root").to_pylist()):
         state.roots.setdefault(folder, label)  # the label a folder got first (older outputs may hold two)
     done = pc.scalar(True)
     for column, wanted in matched:
         if wanted is not None:
             done = done & (pc.field(column) == wanted)
-    t = everything.filter(done).select(_STATE_COLUMNS)
+    t = _plain(everything.filter(done).select(_STATE_COLUMNS))
     if t.num_rows == 0:
         return state
     state.rows = t.num_rows
-    # One row per file: its latest annotation (an image's rows share their commit time). Plain
-    # Python lists from Arrow, not pandas: this loop runs once per committed row of the output.
+    # One row per file: its latest annotation (an image's rows share their commit time), found in
+    # Arrow: the first row of each (root, path) once sorted newest first.
     t = t.sort_by([("timestamp", "descending")])
     t = t.set_column(t.schema.get_field_index("timestamp"), "timestamp",
                      pc.cast(pc.cast(t.column("timestamp"), pa.timestamp("ns", tz="UTC")), pa.int64()))
-    names = ("root", "path", "sha256", "file_size", "file_mtime_ns", "status", "error", "timestamp")
-    for batch in t.select(list(names)).to_batches(max_chunksize=16384):  # a chunk of Python objects at a time
-        for root, path, sha, size, mtime, status, error, ts in zip(*(batch.column(i).to_pylist() for i in range(len(names)))):
-            key = (root, path)
-            if key in state.shas or key in state.errors:
-                continue  # an older annotation of a file already seen
-            sha = sha if isinstance(sha, str) else ""
-            if status == "error":
-                state.errors[key] = (sha, error if isinstance(error, str) else "")
-                continue
-            state.images += 1
-            state.shas[key] = sha
-            if size is not None and mtime is not None:
-                state.by_stat[key] = (size, mtime, ts)
+    t = t.append_column("_i", pa.array(range(t.num_rows), pa.int64()))
+    first = t.group_by(["root", "path"], use_threads=False).aggregate([("_i", "min")])
+    latest = t.take(first["_i_min"]).select(["root", "path", "sha256", "file_size", "file_mtime_ns", "status", "error", "timestamp"])
+    errors = latest.filter(pc.field("status") == "error")
+    for root, path, sha, error in zip(*(errors[c].to_pylist() for c in ("root", "path", "sha256", "error"))):
+        state.errors[(root, path)] = (sha if isinstance(sha, str) else "", error if isinstance(error, str) else "")
+    state.images = latest.num_rows - errors.num_rows
+    state.latest = latest
     return state
 
 
-def current_view(table: pa.Table, existing: bool = True, listed: set[tuple[str, str]] | None = None) -> pa.Table:
-    """The rows of ``table`` that make the current view: per (root, path) the rows of its most
-    recent annotation and, with ``existing``, only files that still exist at ``input_root/path``
-    (``listed``: ``(input_root, path)`` of files just listed, known to exist without a look)."""
+def _plain(table: pa.Table) -> pa.Table:
+    """``table`` with its dictionary-encoded columns (:func:`read_these_parts` ``dictionary``) as plain strings."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, pa.field(f.name, f.type.value_type, f.nullable, f.metadata), pc.cast(table.column(i), f.type.value_type))
+    return table
+
+
+def current_view(table: pa.Table, existing: bool = True, listed: pa.Table | None = None) -> pa.Table:
+    """The rows of ``table`` that make the current view (dictionary columns decoded, rows in
+    their order): per (root, path) the rows of its most recent annotation and, with ``existing``,
+    only files that still exist at ``input_root/path`` (``listed``: a table of ``input_root`` and
+    ``path`` of files just listed, known to exist without a look). Joined in Arrow; only rows
+    whose file was not just listed are looked at one by one."""
     if table.num_rows == 0:
-        return table
-    keys = table.select(["root", "path", "timestamp"]).to_pandas()
-    newest = keys.groupby(["root", "path"])["timestamp"].transform("max")
-    keep = (keys["timestamp"] == newest).to_numpy(copy=True)  # written below; pandas may hand out a read-only view
-    if existing:
-        roots, paths = table.column("input_root").to_pylist(), table.column("path").to_pylist()
+        return _plain(table)
+    index = lambda t: t.append_column("_i", pa.array(range(t.num_rows), pa.int64()))  # noqa: E731
+    keys = index(_plain(table.select(["root", "path", "timestamp"])))
+    newest = keys.group_by(["root", "path"], use_threads=False).aggregate([("timestamp", "max")])
+    keys = keys.join(newest, keys=["root", "path"], join_type="inner", use_threads=False)
+    kept = keys.filter(pc.equal(keys["timestamp"], keys["timestamp_max"]))["_i"]
+    table = table.take(pc.take(kept, pc.sort_indices(kept)))  # in the table's order
+    del keys, newest
+    if existing and table.num_rows:
+        unseen = index(_plain(table.select(["input_root", "path"])))
+        if listed is not None:
+            unseen = unseen.join(listed.select(["input_root", "path"]), keys=["input_root", "path"], join_type="left anti", use_threads=False)
         alive: dict[tuple[str, str], bool] = {}
         objects: dict[str, set[str]] = {}  # an object store's input root → its objects, listed once
-        for i, (r, p) in enumerate(zip(roots, paths)):
-            if keep[i]:
-                if (r, p) not in alive:
-                    if listed is not None and (r, p) in listed:
-                        alive[(r, p)] = True
-                    elif storage.is_uri(r):
-                        if r not in objects:
-                            objects[r] = {e.path for e in storage.list_tree(r, recursive=True)[0]}
-                        alive[(r, p)] = real_name(p) in objects[r]
-                    else:
-                        alive[(r, p)] = os.path.lexists(os.path.join(r, real_name(p)))  # rows hold lossless names
-                keep[i] = alive[(r, p)]
-    return table.filter(pa.array(keep))
+        gone = []
+        for r, p, i in zip(*(unseen[c].to_pylist() for c in ("input_root", "path", "_i"))):
+            if (r, p) not in alive:
+                if storage.is_uri(r):
+                    if r not in objects:
+                        objects[r] = {e.path for e in storage.list_tree(r, recursive=True)[0]}
+                    alive[(r, p)] = real_name(p) in objects[r]
+                else:
+                    alive[(r, p)] = os.path.lexists(os.path.join(r, real_name(p)))  # rows hold lossless names
+            if not alive[(r, p)]:
+                gone.append(i)
+        if gone:
+            table = table.filter(pc.invert(pc.is_in(pa.array(range(table.num_rows), pa.int64()), pa.array(gone, pa.int64()))))
+    return _plain(table)
 
 
 def read_annotations(output: str | os.PathLike, latest: bool = True, columns: list[str] | None = None, existing: bool = True):
