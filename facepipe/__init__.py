@@ -11,7 +11,7 @@ _LAZY = {
     "read_table": "facepipe.data.kaggle",
     "load_splits": "facepipe.data.ray_datasets",
     "train": "facepipe.train",
-    "TrainConfig": "facepipe.train",
+    "TrainConfig": "facepipe.train_config",
     "evaluate": "facepipe.evaluate",
     "load_model": "facepipe.models",
     "annotate": "facepipe.annotate",

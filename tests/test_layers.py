@@ -20,7 +20,7 @@ LAYERS = {
     "facepipe.faces": "faces",
     "facepipe.data": "data", "facepipe.augment": "data", "facepipe.plots": "data",
     "facepipe.tasks": "models", "facepipe.models": "models", "facepipe.predictor": "models",
-    "facepipe.train": "training", "facepipe.evaluate": "training", "facepipe.explore": "training",
+    "facepipe.train": "training", "facepipe.train_config": "training", "facepipe.evaluate": "training", "facepipe.explore": "training",
     "facepipe.annotate": "annotate",
     "facepipe.cli": "cli", "facepipe.__main__": "cli",
 }

@@ -21,7 +21,7 @@ from facepipe.cli import run_main
 from facepipe.flags import add_config_flags, config_kwargs, per_name_default
 from facepipe.data import CSVFormatError, detect_format
 from facepipe.tasks import TASKS
-from facepipe.train import TrainConfig, TrainingFailed
+from facepipe.train_config import TrainConfig, TrainingFailed
 
 #: ``--task`` value that trains every task in turn.
 ALL = "all"
