@@ -135,9 +135,24 @@ def _error(location, action: str, e: BaseException) -> StorageError:
     text = _one_line(e)
     if "NO_SUCH_BUCKET" in text or "bucket does not exist" in text:
         return StorageError(f"{location}: the bucket does not exist")
+    if _scheme(location) == "s3" and not _aws_credentials_found():
+        return StorageError(f"{location}: cannot {action}: no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                            f"or AWS_PROFILE, or run with an instance role); the store said: {text}")
     if "ACCESS_DENIED" in text or "AccessDenied" in text or "403" in text:
-        return StorageError(f"{location}: access denied {action} (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the role)")
+        return StorageError(f"{location}: access denied ({action}); check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the role) "
+                            "and that they may do this")
     return StorageError(f"{location}: cannot {action}: {text}")
+
+
+def _aws_credentials_found() -> bool:
+    """Whether the standard AWS chain (variables, profiles, instance role) gives any credentials;
+    asked only after a request failed, to say so when there are none."""
+    try:
+        import boto3
+
+        return boto3.Session().get_credentials() is not None
+    except Exception:  # noqa: BLE001 - a broken config file: let the store's own error speak
+        return True
 
 
 def info(location: str | os.PathLike) -> tuple[str, int, int] | None:
