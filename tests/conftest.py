@@ -14,37 +14,49 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def start_moto(env: dict | None = None):
+    """moto's S3 server on a free loopback port: ``(process, url, log file)``, once it answers."""
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"facepipe-moto-{port}.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
+                            env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:  # not listening yet
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the S3 test server did not start (see {log.name})") from None
+            time.sleep(0.1)
+    return proc, url, log
+
+
+def stop_moto(proc, log) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-protocol server (moto's server mode) on loopback for the whole session, reached as
     any user's S3 is: through ``AWS_ENDPOINT_URL`` and the ``AWS_*`` credentials in the environment
     (set here before Ray starts, so its workers and the CLI's subprocesses inherit them)."""
     pytest.importorskip("moto", reason="moto[server] (a dev dependency) is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"facepipe-moto-{port}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
+    proc, url, log = start_moto()
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")}
     os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="facepipe-test", AWS_SECRET_ACCESS_KEY="facepipe-test",
                       AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
     import boto3
 
-    client = boto3.client("s3")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client.list_buckets()
-            break
-        except Exception:  # noqa: BLE001 - not listening yet
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the S3 test server did not start (see {log.name})") from None
-            time.sleep(0.1)
-    yield client
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    yield boto3.client("s3")
+    stop_moto(proc, log)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

@@ -288,3 +288,77 @@ def test_predict_reads_an_image_and_model_directories_from_s3(models, bucket, tm
     local = predict(tmp_path / "in" / "face_0000.png", keypoints_model=models[0], emotion_model=models[1], as_frame=True)
     cols = ["status", "sha256", "bbox_x", "bbox_y", "emotion", "emotion_confidence"]
     assert remote[cols].equals(local[cols]) and remote.status.iloc[0] == "ok"
+
+
+# --- credentials and a store that refuses: a second server that checks them (moto with IAM on) -------
+
+
+@pytest.fixture(scope="module")
+def iam_s3(tmp_path_factory):
+    """An S3 server that enforces IAM, with a bucket and three users' keys: ``writer`` (s3:*),
+    ``reader`` (Get/List/Head only) and ``no_parts`` (s3:* but PutObject denied under
+    ``out/annotations/``, a store that refuses the parts' writes)."""
+    import boto3
+    from conftest import start_moto, stop_moto
+
+    pytest.importorskip("moto", reason="moto[server] (a dev dependency) is not installed")
+    users = {"writer": (["s3:*"], None), "reader": (["s3:Get*", "s3:List*", "s3:Head*"], None), "no_parts": (["s3:*"], "out/annotations/*")}
+    # moto checks credentials after this many unauthenticated calls: the set-up below, exactly
+    proc, url, log = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": str(1 + 3 * len(users))})
+    kw = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup")
+    name = "facepipe-iam"
+    boto3.client("s3", **kw).create_bucket(Bucket=name)
+    iam, keys = boto3.client("iam", **kw), {}
+    for user, (actions, denied) in users.items():
+        iam.create_user(UserName=user)
+        statements = [{"Effect": "Allow", "Action": actions, "Resource": "*"}]
+        if denied:
+            statements.append({"Effect": "Deny", "Action": ["s3:PutObject"], "Resource": f"arn:aws:s3:::{name}/{denied}"})
+        iam.put_user_policy(UserName=user, PolicyName="facepipe", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+        k = iam.create_access_key(UserName=user)["AccessKey"]
+        keys[user] = {"AWS_ACCESS_KEY_ID": k["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": k["SecretAccessKey"]}
+    keys["nobody"] = {}
+    keys["unknown"] = {"AWS_ACCESS_KEY_ID": "AKIANOTAKEY", "AWS_SECRET_ACCESS_KEY": "not-a-secret"}
+    yield url, f"s3://{name}", keys
+    stop_moto(proc, log)
+
+
+def test_missing_credentials_and_refused_writes_are_one_line_and_keep_committed_parts(models, iam_s3, tmp_path):
+    url, bucket, keys = iam_s3
+    first, more = write_image_folder(tmp_path / "first", 3, seed=1, size=64), write_image_folder(tmp_path / "more", 2, seed=2, size=64)
+    out = f"{bucket}/out"
+
+    def annotate_as(user: str, folder: Path) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "RAY_ADDRESS"}
+        env.update(AWS_ENDPOINT_URL=url, AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",  # no instance role to find
+                   AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"), **keys[user])
+        km, em = models
+        return subprocess.run([sys.executable, "-m", "facepipe", "annotate", folder, "--output", out, "--keypoints-model", km,
+                               "--emotion-model", em, "--local", "--quiet", "--plots", "none"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+    def parts() -> list[str]:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=keys["writer"]["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=keys["writer"]["AWS_SECRET_ACCESS_KEY"])
+        listed = client.list_objects_v2(Bucket=bucket[len("s3://"):], Prefix="out/")
+        return sorted(o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith(".parquet"))
+
+    ok = annotate_as("writer", first[0].parent)
+    assert ok.returncode == 0, ok.stderr
+    committed = parts()
+    assert len(committed) == 1
+    expected = {
+        "reader": "access denied (create the lock)",  # may read, may not write: refused before any work
+        "no_parts": "access denied (write)",  # the lock is taken, the first part's PUT is refused
+        "nobody": "no AWS credentials found",
+        "unknown": "access denied",  # a key the store does not know
+    }
+    for user, words in expected.items():
+        res = annotate_as(user, more[0].parent)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1 and words in lines[0] and "Traceback" not in res.stderr, (user, res.stderr)
+        assert parts() == committed, user  # what was committed is kept; nothing half-written is left
+    again = annotate_as("writer", more[0].parent)  # the lock the refused runs took is gone
+    assert again.returncode == 0, again.stderr
+    assert len(parts()) == 2
