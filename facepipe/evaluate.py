@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe import models, plots
+from facepipe import models, plots, storage
 from facepipe.data.kaggle import FER, PHOTO_POINTS, FaceTable, detect_format, read_table
 from facepipe.data.ray_datasets import FER_VAL, assign_splits
 from facepipe.predictor import Predictor
@@ -152,8 +152,17 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, output: str 
         mask, split_name = select_split(table, meta, split)
         sub = table.select(mask)
     pred = predictor(sub.images)
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    with storage.staged_output(output, prefix="facepipe-eval-") as staging:
+        metrics, headline = _report(task, pred, sub, meta, photo, Path(staging), samples)
+        metrics.update({"split": split_name, "images": len(sub), "tta": predictor.tta, "model_id": models.model_id(meta), "data": str(data),
+                        "skipped_rows": len(table.skipped), "seconds": round(time.perf_counter() - t0, 2)})
+        (Path(staging) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info(f"[evaluate] {task.name} on {split_name} ({len(sub)} images): {headline} -> {output}")
+    return metrics
+
+
+def _report(task, pred, sub, meta: dict, photo, out: Path, samples: int) -> tuple[dict, str]:
+    """The task's report files in ``out`` and its metrics (NME too, for photo labels)."""
     rng = np.random.default_rng(0)
     show = np.sort(rng.choice(len(sub), size=min(samples, len(sub)), replace=False))
     metrics, headline = task.report(pred, sub, meta, out, show, plots)
@@ -161,8 +170,4 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, output: str 
         metrics.update(_nme_metrics(pred, sub, photo, meta))
         if "nme_mean" in metrics:
             headline += f", NME {metrics['nme_mean']:.4f} in {metrics['nme_pixels']} pixels"
-    metrics.update({"split": split_name, "images": len(sub), "tta": predictor.tta, "model_id": models.model_id(meta), "data": str(data),
-                    "skipped_rows": len(table.skipped), "seconds": round(time.perf_counter() - t0, 2)})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info(f"[evaluate] {task.name} on {split_name} ({len(sub)} images): {headline} -> {out}")
-    return metrics
+    return metrics, headline

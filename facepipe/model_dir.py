@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from facepipe import storage
+
 WEIGHTS = "weights.pt"
 META = "meta.json"
 
@@ -35,8 +37,9 @@ MAX_LABELS = 1000
 
 def read_meta(path: str | os.PathLike) -> dict:
     """``meta.json`` of a model directory as a dict; FileNotFoundError / ValueError naming the file
-    when ``path`` is not a model directory or its meta.json is not a JSON object of bounded size."""
-    path = Path(path)
+    when ``path`` is not a model directory or its meta.json is not a JSON object of bounded size.
+    A directory on an object store is read from its local copy (:func:`facepipe.storage.local_copy`)."""
+    path = Path(storage.local_copy(path))
     meta_path = path / META
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no {META}); train one with jobs/train.py")
@@ -66,7 +69,7 @@ def check_model_dir(path: str | os.PathLike, task: str | None = None) -> dict:
     import hashlib
     import math
 
-    path = Path(path)
+    path = Path(storage.local_copy(path))
     meta = read_meta(path)
     file = path / META
     if task is not None and task not in LABEL_FIELDS:

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torchvision
 
 import facepipe
+from facepipe import storage
 from facepipe.model_dir import META, WEIGHTS, check_model_dir, model_id, read_meta  # noqa: F401  (re-exported)
 from facepipe.tasks import get_task
 
@@ -320,8 +321,9 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
 
     ValueError, one line naming the file, when meta.json fails :func:`facepipe.model_dir.check_model_dir`
     or describes no network facepipe has, when ``weights.pt`` is not a plain state dict, or when its
-    tensors do not fit that network (another class or point count, another architecture)."""
-    path = Path(path)
+    tensors do not fit that network (another class or point count, another architecture). A
+    directory on an object store is loaded from its local copy."""
+    path = Path(storage.local_copy(path))
     meta = check_model_dir(path)
     labels = meta.get("keypoint_names") or meta.get("class_names") or []
     try:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 __all__ = ["StorageError", "StorageLocked", "Entry", "is_uri", "resolve", "join", "name_of", "parent_of", "info", "exists", "read_bytes",
-           "write_bytes", "stat", "list_tree", "open_read", "delete", "move", "exclusive", "local_copy"]
+           "write_bytes", "stat", "list_tree", "open_read", "delete", "move", "exclusive", "local_copy", "staged_output"]
 
 
 class StorageError(ValueError):
@@ -511,3 +511,21 @@ def local_copy(location: str | os.PathLike, cache: str | os.PathLike | None = No
             write_bytes(target / e.path, read_bytes(location if alone is not None else join(location, e.path)))
         (target / ".complete").write_text(os.fspath(location))
     return str(target / alone.path) if alone is not None else str(target)
+
+
+@contextlib.contextmanager
+def staged_output(location: str | os.PathLike, prefix: str = "facepipe-out-"):
+    """A local folder for a command that writes files with ordinary file APIs (plots, reports):
+    the path itself, or for a URI a temporary folder whose files are uploaded under the URI, one
+    whole object each, when the block ends without an error (nothing is uploaded after a failure)."""
+    import tempfile
+
+    if not is_uri(location):
+        Path(_local(location)).mkdir(parents=True, exist_ok=True)
+        yield _local(location)
+        return
+    uri = absolute(location)
+    with tempfile.TemporaryDirectory(prefix=prefix) as staging:
+        yield staging
+        for p in sorted(q for q in Path(staging).rglob("*") if q.is_file()):
+            write_bytes(join(uri, p.relative_to(staging).as_posix()), p.read_bytes())

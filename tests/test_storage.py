@@ -277,6 +277,36 @@ def test_train_from_an_s3_csv_with_checkpoints_on_s3_and_resume(bucket, tmp_path
     assert meta["data"]["file"] == "fer.csv" and meta["data"]["bytes"] == Path(local).stat().st_size
 
 
+def test_explore_and_evaluate_read_and_write_s3(models, bucket, tmp_path):
+    from facepipe.data.synth import write_fer_csv, write_photo_labels
+
+    kp, em = (f"{bucket}/models/{name}" for name in ("keypoints", "emotion"))
+    upload_folder(Path(models[0]), kp)
+    upload_folder(Path(models[1]), em)
+    fer = f"{bucket}/data/fer.csv"
+    storage.write_bytes(fer, write_fer_csv(tmp_path / "fer.csv", 200, seed=3).read_bytes())
+    photos = write_photo_labels(tmp_path / "photos", 9, seed=5)
+    upload_folder(photos.parent, f"{bucket}/photos")  # labels.csv beside its images: they are found from the CSV's prefix
+
+    res = facepipe("explore", "--data", fer, "--output", f"{bucket}/explore")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(storage.read_bytes(f"{bucket}/explore/summary.json"))
+    assert summary["rows"] == 200 and all(storage.exists(f"{bucket}/explore/{p}") for p in summary["plots"])
+
+    res = facepipe("evaluate", "--model", em, "--data", fer, "--output", f"{bucket}/eval/emotion")
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads(storage.read_bytes(f"{bucket}/eval/emotion/metrics.json"))
+    assert metrics["split"] == "PublicTest" and metrics["images"] == 20 and storage.exists(f"{bucket}/eval/emotion/confusion_matrix.png")
+
+    res = facepipe("evaluate", "--model", kp, "--data", f"{bucket}/photos/labels.csv", "--split", "all", "--output", f"{bucket}/eval/kp")
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads(storage.read_bytes(f"{bucket}/eval/kp/metrics.json"))
+    assert metrics["images"] + metrics["faces"]["bad_photos"] == 9 and storage.exists(f"{bucket}/eval/kp/per_keypoint_rmse.csv")
+    missing = facepipe("evaluate", "--model", f"{bucket}/models/none", "--data", fer, "--output", f"{bucket}/eval/x")
+    assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1 and "nothing there" in missing.stderr
+    assert not storage.list_tree(f"{bucket}/eval/x")[0]  # a failed evaluation uploads nothing
+
+
 def test_predict_reads_an_image_and_model_directories_from_s3(models, bucket, tmp_path):
     from facepipe.annotate import predict
 

@@ -137,20 +137,14 @@ def _main_to_store(args: argparse.Namespace) -> dict:
     holds (model directories, evaluation, history, curves) under the URI. Checkpoints go straight
     to the store (``--storage-path``, default ``OUTPUT/ray_results``), so ``--resume`` works from
     any machine."""
-    import tempfile
-
     uri = storage.absolute(args.output)
     if args.storage_path is None:
         args.storage_path = storage.join(uri, "ray_results")
-    with tempfile.TemporaryDirectory(prefix="facepipe-train-") as staging:
+    with storage.staged_output(uri, prefix="facepipe-train-") as staging:
         summary = main(argparse.Namespace(**{**vars(args), "output": staging}))
-        files = sorted(p for p in Path(staging).rglob("*") if p.is_file())
-        for p in files:
-            data = p.read_bytes()
-            if p.name == "train_summary.json":  # it names the model directories: where they now are
-                data = data.replace(staging.encode(), uri.encode())
-            storage.write_bytes(storage.join(uri, p.relative_to(staging).as_posix()), data)
-    print(f"train: {len(files)} files uploaded to {uri}", flush=True)
+        listed = Path(staging) / "train_summary.json"  # it names the model directories: where they go
+        listed.write_bytes(listed.read_bytes().replace(staging.encode(), uri.encode()))
+    print(f"train: uploaded to {uri}", flush=True)
     return summary
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from facepipe import storage
 from facepipe.data.kaggle import PHOTO_POINTS, BadRow, CSVFormatError, RawTable, raise_or_record, read_raw
 from facepipe.faces.crop import crop_resize, image_to_crop, square_crop
 from facepipe.faces.decode import ImageDecodeError, decode_image
@@ -115,11 +116,14 @@ def read_photo_rows(path: str | os.PathLike, images: str | os.PathLike | None = 
 
     With ``train_fraction`` < 1 the rows of the training groups left out are not returned.
 
-    ``images``: the folder the ``image`` names are relative to (default: the CSV's folder). Bad rows
+    ``images``: the folder the ``image`` names are relative to (default: the CSV's folder); on an
+    object store it is copied to a local cache once (:func:`facepipe.storage.local_copy`). Bad rows
     (no image name, a missing image file, non-positive width/height, no labelled point) raise
     :class:`~facepipe.data.kaggle.CSVFormatError` naming the file, line and column, or are skipped
     and listed with ``skip_bad_rows``.
     """
+    if storage.is_uri(images if images is not None else path):  # the photos are read by path: fetched once (cached)
+        images = storage.local_copy(images if images is not None else storage.parent_of(path))
     raw = read_raw(path, image_size=image_size)
     fmt = raw.format
     if fmt.name != PHOTO_POINTS:
