@@ -144,8 +144,11 @@ def test_ray_job_submit_train_then_annotate(tmp_path):
             assert r.returncode == 0 and "succeeded" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
             return r
 
+        from facepipe.data.synth import write_keypoints_csv
+
+        data = write_keypoints_csv(tmp_path / "kp.csv", 200, seed=1)  # small: this tests the submission, not the training
         out = tmp_path / "train"
-        submit("jobs/train.py", "--task", "keypoints", "--epochs", "1", "--batch-size", "32", "--output", str(out), "--no-evaluate")
+        submit("jobs/train.py", "--task", "keypoints", "--data", str(data), "--epochs", "1", "--batch-size", "32", "--output", str(out), "--no-evaluate")
         meta = json.loads((out / "keypoints" / "model" / "meta.json").read_text())
         assert meta["task"] == "keypoints" and meta["trained_epochs"] == 1
 
