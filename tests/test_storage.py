@@ -111,6 +111,14 @@ def test_annotate_s3_to_s3_in_process_then_a_rerun_does_nothing_and_a_changed_ob
     assert {f"plots/photos/{n}.jpg" for n in names} <= listed
     assert not any(p.split("/")[-1].startswith(".tmp-") for p in listed)  # an object store keeps no temporaries
     assert json.loads(storage.read_bytes(f"{out}/summary.json"))["dataset"]["images"] == 4
+    # The README's duckdb query on the bucket, through a pyarrow dataset (no duckdb extension to download)
+    import duckdb
+    import pyarrow.dataset as pads
+
+    fs, inside = storage.resolve(f"{out}/annotations")
+    parts = pads.dataset(inside, filesystem=fs, format="parquet")  # noqa: F841 - duckdb finds it by name
+    images = duckdb.sql("SELECT count(DISTINCT path) FROM parts WHERE status IN ('ok', 'no_face')").fetchall()[0][0]
+    assert images == 4
 
     again = annotate([f"{bucket}/photos"], out, *models, plots="all", local=True, verbose=False)
     assert again["run"]["already_done"] == 4 and again["run"]["annotated"] == 0 and again["run"]["parts_written"] == 0
