@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from facepipe import storage
-from facepipe.annotate.listing import FileEntry, real_name
+from facepipe.annotate.listing import real_name
 from facepipe.annotate.writer import COMPACT_DIR, PART_GLOB, QUARANTINE_DIR, atomic_write_bytes, dataset_dir
 
 __all__ = ["DamagedOutput", "MANIFEST", "State", "committed_parts", "read_manifest", "STATE_COLUMNS", "load_state", "state_of", "read_parts", "read_these_parts", "read_annotations", "current_view"]
@@ -63,29 +63,22 @@ class State:
         the entries it returns (:meth:`done_shas`), joined in Arrow, not per file in Python."""
         if self.latest is None or not entries:
             return list(entries)
-        listing = pa.table({
+        listing = _numbered(pa.table({
             "root": pa.array([e.root for e in entries], pa.string()),
             "path": pa.array([e.path for e in entries], pa.string()),
             "size": pa.array([e.size for e in entries], pa.int64()),
             "mtime": pa.array([e.mtime_ns for e in entries], pa.int64()),
             "ctime": pa.array([e.ctime_ns for e in entries], pa.int64()),
-            "i": pa.array(range(len(entries)), pa.int64()),
-        })
+        }))
         joined = listing.join(self.latest, keys=["root", "path"], join_type="left outer", use_threads=False)
         done = pc.and_kleene(pc.and_kleene(pc.not_equal(joined["status"], "error"), pc.equal(joined["size"], joined["file_size"])),
                              pc.and_kleene(pc.equal(joined["mtime"], joined["file_mtime_ns"]), pc.less(joined["ctime"], joined["timestamp"])))
         rest = joined.filter(pc.invert(pc.fill_null(done, False)))
-        order = pc.sort_indices(rest["i"])
-        rest = rest.take(order)
+        rest = rest.take(pc.sort_indices(rest["_i"]))
         known = rest.filter(pc.and_kleene(pc.is_valid(rest["status"]), pc.not_equal(rest["status"], "error")))
         for root, path, sha in zip(*(known[c].to_pylist() for c in ("root", "path", "sha256"))):
             self.shas[(root, path)] = sha if isinstance(sha, str) else ""
-        return [entries[i] for i in rest["i"].to_pylist()]
-
-    def done_by_stat(self, root: str, path: str, size: int, mtime_ns: int, ctime_ns: int = -1) -> bool:
-        """Whether one file is done, from its stat alone (``ctime_ns`` -1: unknown, not compared);
-        :meth:`select` answers for a whole listing at once."""
-        return not self.select([FileEntry(root, "", path, "", size, mtime_ns, ctime_ns)])
+        return [entries[i] for i in rest["_i"].to_pylist()]
 
     def done_shas(self, root: str, path: str) -> str:
         """The content hash of a file's done annotation ("" when none), for a file :meth:`select` returned."""
@@ -218,8 +211,9 @@ _FEW_VALUES = ("root", "input_root", "status", "error", "run_id", "keypoints_mod
 
 def read_these_parts(parts: list, columns: list[str] | None = None, filter=None, dictionary: bool = False) -> pa.Table | None:
     """The rows of the given part files (all on one store), or None for no parts; a column some
-    parts lack (an older schema) is null in their rows, one that no part has is a KeyError. With ``dictionary`` the few-valued string columns come
-    dictionary-encoded (:func:`_plain` turns them back), for a reader that keeps a whole history.
+    parts lack (an older schema) is null in their rows, one that no part has is a KeyError. With
+    ``dictionary`` the few-valued string columns come dictionary-encoded (:func:`_plain` turns them
+    back), for a reader that keeps a whole history.
 
     One part at a time, each opened once: a dataset scan of them all holds read-ahead buffers of
     several parts at once (~2x the rows' own size at 100,000 files)."""
@@ -228,10 +222,11 @@ def read_these_parts(parts: list, columns: list[str] | None = None, filter=None,
     if not parts:
         return None
     fs, _ = storage.resolve(parts[0])
+    few = [c for c in _FEW_VALUES if dictionary and (columns is None or c in columns)] or None
     tables = []
     for p in parts:
         with fs.open_input_file(storage.resolve(p)[1]) as f:
-            pf = pq.ParquetFile(f, read_dictionary=[c for c in _FEW_VALUES if dictionary and (columns is None or c in columns)] or None)
+            pf = pq.ParquetFile(f, read_dictionary=few)
             names = set(pf.schema_arrow.names)
             t = pf.read(columns=None if columns is None else [c for c in columns if c in names], use_threads=False)
         tables.append(t.filter(filter) if filter is not None else t)
@@ -284,7 +279,7 @@ def state_of(everything: pa.Table | None, keypoints_model_id: str | None, emotio
     t = t.sort_by([("timestamp", "descending")])
     t = t.set_column(t.schema.get_field_index("timestamp"), "timestamp",
                      pc.cast(pc.cast(t.column("timestamp"), pa.timestamp("ns", tz="UTC")), pa.int64()))
-    t = t.append_column("_i", pa.array(range(t.num_rows), pa.int64()))
+    t = _numbered(t)
     first = t.group_by(["root", "path"], use_threads=False).aggregate([("_i", "min")])
     latest = t.take(first["_i_min"]).select(["root", "path", "sha256", "file_size", "file_mtime_ns", "status", "error", "timestamp"])
     errors = latest.filter(pc.field("status") == "error")
@@ -293,6 +288,11 @@ def state_of(everything: pa.Table | None, keypoints_model_id: str | None, emotio
     state.images = latest.num_rows - errors.num_rows
     state.latest = latest
     return state
+
+
+def _numbered(table: pa.Table) -> pa.Table:
+    """``table`` with an ``_i`` column of its row numbers, to restore an order after a join or group_by."""
+    return table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))
 
 
 def _plain(table: pa.Table) -> pa.Table:
@@ -311,15 +311,14 @@ def current_view(table: pa.Table, existing: bool = True, listed: pa.Table | None
     whose file was not just listed are looked at one by one."""
     if table.num_rows == 0:
         return _plain(table)
-    index = lambda t: t.append_column("_i", pa.array(range(t.num_rows), pa.int64()))  # noqa: E731
-    keys = index(_plain(table.select(["root", "path", "timestamp"])))
+    keys = _numbered(_plain(table.select(["root", "path", "timestamp"])))
     newest = keys.group_by(["root", "path"], use_threads=False).aggregate([("timestamp", "max")])
     keys = keys.join(newest, keys=["root", "path"], join_type="inner", use_threads=False)
     kept = keys.filter(pc.equal(keys["timestamp"], keys["timestamp_max"]))["_i"]
     table = table.take(pc.take(kept, pc.sort_indices(kept)))  # in the table's order
     del keys, newest
     if existing and table.num_rows:
-        unseen = index(_plain(table.select(["input_root", "path"])))
+        unseen = _numbered(_plain(table.select(["input_root", "path"])))
         if listed is not None:
             unseen = unseen.join(listed.select(["input_root", "path"]), keys=["input_root", "path"], join_type="left anti", use_threads=False)
         alive: dict[tuple[str, str], bool] = {}
