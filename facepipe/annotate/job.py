@@ -196,7 +196,8 @@ def annotate(
         kp_meta=kp_meta, em_meta=em_meta, det=det,
         kp_id=keypoints_model_id(kp_meta, cfg.refine) if "keypoints" in used else None, em_id=model_id(em_meta) if "emotion" in used else None,
         schema=build_schema(kp_meta["keypoint_names"], em_meta["class_names"]),
-        prep=PrepareConfig(detector=det, margin=cfg.margin, **model_crops(used, cfg.refine)), log=log,
+        prep=PrepareConfig(detector=det, margin=cfg.margin, video_fps=cfg.fps, video_max_frames=cfg.max_frames, **model_crops(used, cfg.refine)),
+        log=log,
     )
     for note in (_generated_note(used), _framing_note(used, det)):
         if note:
@@ -211,8 +212,8 @@ def annotate(
         raise
     r = summary["run"]
     log(
-        f"annotate: done in {r['seconds']:.1f} s: {r['annotated']} new images ({r['ok']} ok, {r['no_face']} no_face, {r['error']} error; "
-        f"{r['faces']} faces) at {r['img_s']:.1f} img/s, {r['already_done']} already done, "
+        f"annotate: done in {r['seconds']:.1f} s: {r['annotated']} new files ({r['ok']} ok, {r['no_face']} no_face, {r['error']} error; "
+        f"{r['faces']} faces" + (f"; {r['videos']} videos, {r['video_frames']} frames" if r["videos"] else "") + f") at {r['img_s']:.1f} files/s, {r['already_done']} already done, "
         + (f"{r['error_repeated']} failed again as before (not written again), " if r["error_repeated"] else "")
         + f"{r['parts_written']} parts; "
         f"dataset {summary['dataset']['images']} images -> {output}"
@@ -261,7 +262,7 @@ def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path | str
 
 
 #: What a run reads of the committed parts, once: the state's columns and what plots and summary.json count.
-_RUN_COLUMNS = STATE_COLUMNS + ["run_id", "face_index", "num_faces", "emotion"]
+_RUN_COLUMNS = STATE_COLUMNS + ["run_id", "face_index", "num_faces", "emotion", "image_format"]
 
 
 def _current(history: pa.Table | None, new_parts: list, listed: pa.Table) -> pa.Table | None:
@@ -358,12 +359,34 @@ def _ray_batches(records: list[dict], run: _Run, cfg: AnnotateConfig):
     return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
 
 
+def _count_files(counts: collections.Counter, videos: dict, batch: dict, status: np.ndarray) -> None:
+    """Count files by status (an image on its first row; a video once all its rows arrived: ``ok``
+    with any face, else ``no_face`` with any faceless frame, else ``error``), faces and video frames."""
+    face_index = np.asarray(batch["face_index"])
+    file_rows = np.asarray(batch.get("file_rows", np.zeros(len(status), np.int32)))
+    video = file_rows > 0
+    for st in status[~video & ((status != "ok") | (face_index == 0))]:
+        counts[st] += 1
+    counts["faces"] += int((status == "ok").sum())
+    frame = np.asarray(batch.get("frame_index", np.full(len(status), -1)))
+    counts["frames"] += int((video & (frame >= 0) & ((status != "ok") | (face_index == 0))).sum())
+    for i in np.flatnonzero(video):
+        seen = videos.setdefault((batch["root"][i], batch["path"][i]), [0, set()])
+        seen[0] += 1
+        seen[1].add(status[i])
+        if seen[0] == int(file_rows[i]):
+            del videos[(batch["root"][i], batch["path"][i])]
+            counts["videos"] += 1
+            counts[next((s for s in ("ok", "no_face", "error_repeated") if s in seen[1]), "error")] += 1
+
+
 def _consume(batches, total: int, writer: PartWriter, run: _Run, state) -> None:
     """Count, convert and commit annotated batches as they arrive (complete images per part file).
 
     Not written: ``skipped`` rows (same content as the file's done rows) and errors that repeat
     the file's latest error row exactly (:meth:`State.repeats_error`)."""
     counts, timings, marks, log = run.counts, run.timings, run.marks, run.log
+    videos: dict = {}  # (root, path) of a video whose rows are still arriving -> [rows seen, statuses]
     detector = run.det.describe()
     t0 = time.perf_counter()
     last_log = t0
@@ -375,10 +398,7 @@ def _consume(batches, total: int, writer: PartWriter, run: _Run, state) -> None:
             for i in np.flatnonzero(status == "error"):
                 if state.repeats_error(batch["root"][i], batch["path"][i], batch["sha256"][i], batch["error"][i]):
                     status[i] = "error_repeated"
-            first = (status != "ok") | (np.asarray(batch["face_index"]) == 0)
-            for st in status[first]:
-                counts[st] += 1
-            counts["faces"] += int((status == "ok").sum())
+            _count_files(counts, videos, batch, status)
             for t in _TIMINGS:
                 timings[t] += float(np.sum(batch[t]))
             keep = (status != "skipped") & (status != "error_repeated")
@@ -386,7 +406,7 @@ def _consume(batches, total: int, writer: PartWriter, run: _Run, state) -> None:
                 batch = {k: v[keep] for k, v in batch.items()}
             if len(batch["status"]):
                 table = rows_to_table(batch, run.schema, run_id=run.run_id, timestamp=None, keypoints_model_id=run.kp_id, emotion_model_id=run.em_id, detector=detector)
-                committed = writer.add(table)
+                committed = writer.add(table, batch.get("file_rows"))
             else:
                 committed = writer.maybe_commit()
             now = time.perf_counter()
@@ -432,7 +452,11 @@ def _plot_items(run: _Run, cfg: AnnotateConfig, view: pa.Table | None, new_parts
     output = run.output
     if view is None:
         return []
-    view = view.filter(pc.field("status") != "error").select(["root", "path", "run_id"]).to_pandas().drop_duplicates(["root", "path"])
+    from facepipe.faces.video import VIDEO_FORMATS
+
+    # videos get no annotated copy (a timeline is their picture)
+    view = view.filter((pc.field("status") != "error") & ~pc.field("image_format").isin(list(VIDEO_FORMATS)))
+    view = view.select(["root", "path", "run_id"]).to_pandas().drop_duplicates(["root", "path"])
     mine = view["run_id"] == run.run_id
     if cfg.plots == "sample":
         want = view[mine].sort_values(["root", "path"])
@@ -527,6 +551,8 @@ def _summary(run: _Run, cfg: AnnotateConfig, entries, done_unchanged: int, todo,
             "no_face": counts["no_face"],
             "error": counts["error"],
             "faces": counts["faces"],
+            "videos": counts["videos"],
+            "video_frames": counts["frames"],
             "parts_written": len(writer.parts),
             "rows_written": writer.rows_committed,
             "seconds": round(total_s, 3),

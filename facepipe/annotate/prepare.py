@@ -26,6 +26,8 @@ from facepipe.faces.crop import context_square, crop_resize, square_crop
 from facepipe.faces.decode import ImageDecodeError, array_to_image, decode_image, gray_and_bgr
 from facepipe.faces.detect import DetectorConfig, detector_config, get_detector
 from facepipe.faces.framing import CONTEXT_FACTOR, DEFAULT_MARGIN, model_margins, refine_passes
+from facepipe.faces.track import Tracker
+from facepipe.faces.video import VideoError, sample_frames, sniff_video
 
 __all__ = ["FILE_COLUMNS", "PrepareConfig", "crop_columns", "model_crops", "prepare_batch", "prepare_items"]
 
@@ -52,6 +54,9 @@ class PrepareConfig:
     cv2_threads: int = 1
     #: Larger files are not decoded (an ``error`` row; their hash is still computed, streaming).
     max_file_bytes: int = 512 * 1024 * 1024
+    #: Video files: frames analysed per second of presentation time (0: every frame), and at most this many per file.
+    video_fps: float = 5.0
+    video_max_frames: int | None = 10_000
 
 
 class _Rows:
@@ -74,6 +79,13 @@ class _Rows:
         for c, size in self.crop_sizes.items():
             self.crops[c].append(crops[c] if crops is not None else np.zeros((size, size), np.uint8))
 
+    def set(self, i: int, name: str, value) -> None:
+        """Set one value of row ``i`` after it was added."""
+        self.cols.setdefault(name, [None] * self.n)[i] = value
+
+    def get(self, i: int, name: str):
+        return self.cols.get(name, [None] * self.n)[i]
+
     def columns(self) -> dict[str, np.ndarray]:
         n = self.n
 
@@ -92,6 +104,11 @@ class _Rows:
         out["image_height"] = col("image_height", np.int32, -1)
         out["num_faces"] = col("num_faces", np.int32, 0)
         out["face_index"] = col("face_index", np.int32, -1)
+        out["frame_index"] = col("frame_index", np.int32, -1)
+        out["timestamp_s"] = col("timestamp_s", np.float64, np.nan)
+        out["track_id"] = col("track_id", np.int32, -1)
+        # rows the row's file has in all (0: an image, whose num_faces says): the writer commits a file whole
+        out["file_rows"] = col("file_rows", np.int32, 0)
         out["score"] = col("score", np.float32, np.nan)
         out["bbox"] = np.array([[np.nan] * 4 if v is None else v for v in self.cols.get("bbox", [None] * n)], np.float32).reshape(n, 4)
         out["square"] = np.array([[0, 0, 0] if v is None else v for v in self.cols.get("square", [None] * n)], np.int64).reshape(n, 3)
@@ -208,6 +225,10 @@ def _prepare_file(rows: _Rows, rec: dict) -> None:
     if done and sha in done.split(","):
         rows.add(**base, status="skipped", t_read=t1 - t0)
         return
+    video = sniff_video(data[:64])
+    if video:
+        _prepare_video(rows, base, data, video, t1 - t0)
+        return
     try:
         dec = decode_image(data)
         del data
@@ -225,6 +246,53 @@ def _prepare_file(rows: _Rows, rec: dict) -> None:
         _analyse(rows, gray, base, {"t_read": t1 - t0, "t_decode": t2 - t1}, color)
     except Exception as e:  # noqa: BLE001 - a detector failure is this image's error only
         rows.add(**base, status="error", error=_error_message(e), t_read=t1 - t0, t_decode=t2 - t1)
+
+
+def _prepare_video(rows: _Rows, base: dict, data: bytes, fmt: str, t_read: float) -> None:
+    """A video's rows: its sampled frames' faces (``frame_index``, ``timestamp_s``, ``track_id``), a
+    ``no_face`` row per frame without one, and an ``error`` row naming the time where decoding
+    stopped early (a damaged file, or ``video_max_frames``); every row carries the file's row count."""
+    cfg = rows.config
+    start = rows.n
+    t0 = time.perf_counter()
+    try:
+        info, frames = sample_frames(data, cfg.video_fps or None, cfg.video_max_frames, fmt)
+    except VideoError as e:
+        rows.add(**base, status="error", error=str(e), image_format=fmt, t_read=t_read, t_decode=time.perf_counter() - t0)
+        return
+    base = dict(base, image_format=fmt, image_mode="bgr", exif_orientation=1, image_width=info.width, image_height=info.height)
+    tracker, want_color = Tracker(), _wants_color(cfg)
+    stopped, kept, last_t = None, 0, 0.0
+    while True:
+        t1 = time.perf_counter()
+        try:
+            frame = next(frames)
+        except StopIteration:
+            break
+        except VideoError as e:
+            stopped = (str(e), e.at_s)
+            break
+        first = rows.n
+        timings = {"t_read": t_read if kept == 0 else 0.0, "t_decode": time.perf_counter() - t1}
+        at = dict(base, frame_index=frame.index, timestamp_s=frame.timestamp_s)
+        try:
+            _analyse(rows, cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY), at, timings, frame.image if want_color else None)
+        except Exception as e:  # noqa: BLE001 - a detector failure is this frame's error only
+            rows.add(**at, status="error", error=_error_message(e), **timings)
+        faces = [i for i in range(first, rows.n) if rows.get(i, "status") == "ok"]
+        for i, track in zip(faces, tracker.update(np.array([rows.get(i, "bbox") for i in faces]), frame.timestamp_s)):
+            rows.set(i, "track_id", track)
+        kept, last_t = kept + 1, frame.timestamp_s
+    del data
+    limit = cfg.video_max_frames
+    if stopped is None and limit is not None and kept >= limit and info.duration_s and last_t + 1.5 / (cfg.video_fps or 30.0) < info.duration_s:
+        stopped = (f"not analysed after {last_t:.3f} s of {info.duration_s:.3f} s: the limit of {limit} frames per video "
+                   "(--max-frames) was reached", last_t)
+    if stopped is not None or kept == 0:
+        message, at_s = stopped or ("the video stream has no frames", 0.0)
+        rows.add(**base, status="error", error=message, timestamp_s=at_s)
+    for i in range(start, rows.n):
+        rows.set(i, "file_rows", rows.n - start)
 
 
 def prepare_batch(batch: dict[str, np.ndarray], config: PrepareConfig) -> dict[str, np.ndarray]:

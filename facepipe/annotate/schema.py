@@ -8,7 +8,12 @@ Each part file holds complete images only. Keypoint and probability columns are 
 models' ``meta.json`` (``kp_<name>_x``/``kp_<name>_y`` for each keypoint, ``prob_<class>`` in
 lower case for each class); with the Kaggle points and FER2013 classes the schema is fixed.
 
-Schema version 1 — fields (null where not applicable, e.g. face fields on ``no_face`` rows):
+A video file has rows per sampled frame: one per face found in it (``ok``), else one ``no_face``
+row; ``frame_index``, ``timestamp_s`` and ``track_id`` say which frame and which face. Still images
+have null frame fields.
+
+Schema version 2 (version 1 had no frame fields; its parts keep reading, with those columns null)
+— fields (null where not applicable, e.g. face fields on ``no_face`` rows):
 
 =====================  ==========  =========================================================
 field                  type        meaning
@@ -29,8 +34,12 @@ image_width            int32       width of the upright (EXIF-applied) image, pi
 image_height           int32       height of the upright image, pixels
 status                 string      ok | no_face | error
 error                  string      one-line reason for ``error`` rows
-num_faces              int32       faces detected in the image (0 for no_face / error)
+num_faces              int32       faces detected in the image or video frame (0 for no_face / error)
 face_index             int32       0..num_faces-1, left to right (null unless ok)
+frame_index            int32       video: the frame's number in decode order (null for images)
+timestamp_s            float64     video: the frame's presentation time, seconds from the first frame;
+                                   on an ``error`` row, where decoding stopped (null for images)
+track_id               int32       video: the face across frames (same id = same face; null unless ok)
 bbox_x, bbox_y         float32     face box top-left, image pixels (``mtcnn``: may reach past the edge)
 bbox_w, bbox_h         float32     face box size, image pixels
 detector_score         float32     the detector's score, larger = more face-like (``haar``: cascade level
@@ -61,7 +70,7 @@ import facepipe
 
 __all__ = ["SCHEMA_VERSION", "STATUSES", "keypoint_columns", "prob_column", "build_schema", "rows_to_table", "describe_fields"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "no_face", "error")
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -85,6 +94,9 @@ _BASE_HEAD: list[tuple[str, pa.DataType, str]] = [
     ("error", pa.string(), "one-line reason for error rows"),
     ("num_faces", pa.int32(), "faces detected in the image"),
     ("face_index", pa.int32(), "face number in the image, left to right"),
+    ("frame_index", pa.int32(), "video: the frame's number in decode order (null for images)"),
+    ("timestamp_s", pa.float64(), "video: the frame's presentation time, seconds (error rows: where decoding stopped)"),
+    ("track_id", pa.int32(), "video: the same face across frames (null unless ok)"),
     ("bbox_x", pa.float32(), "face box left, image pixels"),
     ("bbox_y", pa.float32(), "face box top, image pixels"),
     ("bbox_w", pa.float32(), "face box width, image pixels"),
@@ -171,6 +183,13 @@ def rows_to_table(rows: dict[str, np.ndarray], schema: pa.Schema, *, run_id: str
         "num_faces": pa.array(np.asarray(rows["num_faces"], np.int32), pa.int32()),
         "face_index": _masked(np.asarray(rows["face_index"], np.int32), not_ok, pa.int32()),
     }
+    # batches from before video (an older in-flight batch format) have no frame columns
+    frame = np.asarray(rows.get("frame_index", np.full(n, -1)), np.int32)
+    ts = np.asarray(rows.get("timestamp_s", np.full(n, np.nan)), np.float64)
+    track = np.asarray(rows.get("track_id", np.full(n, -1)), np.int32)
+    cols["frame_index"] = _masked(frame, frame < 0, pa.int32())
+    cols["timestamp_s"] = _masked(ts, ~np.isfinite(ts), pa.float64())
+    cols["track_id"] = _masked(track, not_ok | (track < 0), pa.int32())
     bbox = np.asarray(rows["bbox"], np.float32).reshape(n, 4)
     for i, name in enumerate(("bbox_x", "bbox_y", "bbox_w", "bbox_h")):
         cols[name] = _masked(bbox[:, i], not_ok, pa.float32())

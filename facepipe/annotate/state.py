@@ -274,9 +274,12 @@ def state_of(everything: pa.Table | None, keypoints_model_id: str | None, emotio
     if t.num_rows == 0:
         return state
     state.rows = t.num_rows
-    # One row per file: its latest annotation (an image's rows share their commit time), found in
-    # Arrow: the first row of each (root, path) once sorted newest first.
-    t = t.sort_by([("timestamp", "descending")])
+    # One row per file: its latest annotation (a file's rows share their commit time), found in
+    # Arrow: the first row of each (root, path) once sorted newest first, and among a commit's
+    # rows a non-error one first: a video with good frames before a damaged one is done, only
+    # a file that gave nothing but an error is tried again.
+    t = t.append_column("_error", pc.equal(t["status"], "error"))
+    t = t.sort_by([("timestamp", "descending"), ("_error", "ascending")])
     t = t.set_column(t.schema.get_field_index("timestamp"), "timestamp",
                      pc.cast(pc.cast(t.column("timestamp"), pa.timestamp("ns", tz="UTC")), pa.int64()))
     t = _numbered(t)
@@ -340,7 +343,7 @@ def current_view(table: pa.Table, existing: bool = True, listed: pa.Table | None
 
 
 def read_annotations(output: str | os.PathLike, latest: bool = True, columns: list[str] | None = None, existing: bool = True):
-    """The annotations in ``output`` as a pandas DataFrame, sorted by (root, path, face_index).
+    """The annotations in ``output`` as a pandas DataFrame, sorted by (root, path, frame_index, face_index).
 
     The Parquet folder is a history: a file that changed, or was annotated with other models, has
     older rows too, and a deleted file keeps its rows. ``latest=True`` (the current view,
@@ -351,12 +354,24 @@ def read_annotations(output: str | os.PathLike, latest: bool = True, columns: li
     """
     import pandas as pd
 
+    wanted = columns
     if columns is not None:
         columns = list(dict.fromkeys(list(columns) + ["root", "path", "timestamp", "face_index", "input_root"]))
-    t = read_parts(output, columns=columns)
+    try:
+        t = read_parts(output, columns=columns)
+    except KeyError:  # an output of schema version 1 has no frame columns: they read as null
+        t = read_parts(output, columns=[c for c in columns if c not in FRAME_COLUMNS])
     if t is None:
         return pd.DataFrame(columns=columns or [])
+    for name in FRAME_COLUMNS:
+        if name not in t.schema.names and (wanted is None or name in wanted):
+            t = t.append_column(name, pa.nulls(t.num_rows, pa.float64() if name == "timestamp_s" else pa.int32()))
     if latest:
         t = current_view(t, existing=existing)
     df = t.to_pandas()
-    return df.sort_values(["root", "path", "face_index"], na_position="first").reset_index(drop=True)
+    return df.sort_values(["root", "path", "frame_index", "face_index"] if "frame_index" in df.columns else ["root", "path", "face_index"],
+                          na_position="first").reset_index(drop=True)
+
+
+#: The columns a video's rows fill (schema version 2): null on still images and in older outputs.
+FRAME_COLUMNS = ("frame_index", "timestamp_s", "track_id")

@@ -9,7 +9,8 @@ the writer is killed at.
 
 Rows of one image can arrive in different result batches (Ray Data re-batches faces for the
 models), so :class:`PartWriter` holds an image's rows back until all of them have arrived
-(``num_faces`` rows for ``ok``, else one) and only ever commits complete images. Together with
+(``num_faces`` rows for ``ok``, else one; a video's rows say how many it has) and only ever
+commits complete files. Together with
 the incremental state (:mod:`.state`) this gives: killed at any moment, a rerun writes exactly the
 images that are not in a committed part — no duplicates, nothing missing.
 
@@ -144,8 +145,9 @@ class PartWriter:
         self._last_commit = time.monotonic()
         remove_temporaries(directory)
 
-    def add(self, table: pa.Table) -> list[Path]:
-        """Take rows (any mix of images, possibly partial); returns parts committed by this call."""
+    def add(self, table: pa.Table, file_rows=None) -> list[Path]:
+        """Take rows (any mix of images, possibly partial); returns parts committed by this call.
+        ``file_rows``: per row, how many rows its file has in all (0: an image, ``num_faces`` says)."""
         if table.num_rows:
             roots = table.column("root").to_pylist()
             paths = table.column("path").to_pylist()
@@ -153,8 +155,9 @@ class PartWriter:
             nfaces = table.column("num_faces").to_pylist()
             rows_of: dict[tuple[str, str], list[int]] = {}
             need: dict[tuple[str, str], int] = {}
+            whole = [0] * len(roots) if file_rows is None else [int(v) for v in file_rows]
             for i, key in enumerate(zip(roots, paths)):
-                need[key] = nfaces[i] if status[i] == "ok" else 1
+                need[key] = whole[i] or (nfaces[i] if status[i] == "ok" else 1)
                 rows_of.setdefault(key, []).append(i)
             for key, idx in rows_of.items():
                 have = self.pending_rows.get(key, 0) + len(idx)
@@ -187,7 +190,7 @@ class PartWriter:
         """Write the first ``images`` complete images as one part, atomically."""
         chosen, self.ready = self.ready[:images], self.ready[images:]
         table = pa.concat_tables([t for pieces in chosen for t in pieces])
-        idx = pc.sort_indices(table, sort_keys=[("root", "ascending"), ("path", "ascending"), ("face_index", "ascending")])
+        idx = pc.sort_indices(table, sort_keys=[("root", "ascending"), ("path", "ascending"), ("frame_index", "ascending"), ("face_index", "ascending")])
         table = table.take(idx)
         # All rows of a part share the commit time: an image's rows always land in one part.
         now = datetime.datetime.now(datetime.timezone.utc)

@@ -38,6 +38,7 @@ SHARED_DETECTOR_FIELDS = tuple(f.name for f in dataclasses.fields(DetectorConfig
 #: ``local`` are --quiet and --local/--ray).
 MAIN_FLAGS = ("tasks", "recursive", "glob", "include_hidden", "batch_size", "concurrency", "plots", "plot_samples", "limit", "progress")
 CROP_FLAGS = ("margin", "refine")
+VIDEO_FLAGS = ("fps", "max_frames")
 EXECUTION_FLAGS = ("device", "num_cpus", "files_per_task", "prepare_num_cpus", "infer_num_cpus", "torch_threads", "part_images", "part_seconds")
 
 
@@ -75,6 +76,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_config_flags(p, AnnotateConfig, only=MAIN_FLAGS)
     p.add_argument("--quiet", action="store_true", help="no progress lines, only errors (default: progress lines and a one-line summary)")
     _add_detector_flags(p)
+    add_config_flags(p.add_argument_group("video files (MP4, MOV, MKV, WebM, AVI; recognised by content)"), AnnotateConfig, only=VIDEO_FLAGS)
     run = p.add_argument_group("execution")
     where = run.add_mutually_exclusive_group()
     where.add_argument("--local", dest="local", action="store_true", default=None,

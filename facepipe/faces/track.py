@@ -1,0 +1,76 @@
+"""Face tracks across video frames: the same face keeps its ``track_id`` from frame to frame.
+
+A greedy overlap tracker on the detector's boxes: each frame's boxes are matched to the live
+tracks' last boxes by intersection over union, best pairs first; a box that overlaps no live
+track well enough starts a new track, and a track unseen for ``max_gap_s`` ends (a face that
+leaves and another that enters get different ids). Sampled frames are 0.2 s apart at the
+default 5 fps, so a face moves little between them relative to its size; when it does move
+further, the centre distance (relative to the box size) still matches it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Tracker"]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a`` (n, 4: x, y, w, h) with every box of ``b`` (m, 4)."""
+    ax1, ay1, ax2, ay2 = a[:, 0:1], a[:, 1:2], a[:, 0:1] + a[:, 2:3], a[:, 1:2] + a[:, 3:4]
+    bx1, by1, bx2, by2 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.clip(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0, None)
+    ih = np.clip(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0, None)
+    inter = iw * ih
+    union = a[:, 2:3] * a[:, 3:4] + b[:, 2] * b[:, 3] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def _near(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 - centre distance / mean box side (clipped at 0): large when two boxes are close for their size."""
+    ca = a[:, None, :2] + a[:, None, 2:] / 2
+    cb = b[None, :, :2] + b[None, :, 2:] / 2
+    side = (a[:, None, 2:].mean(axis=2) + b[None, :, 2:].mean(axis=2)) / 2
+    return np.clip(1 - np.linalg.norm(ca - cb, axis=2) / np.maximum(side, 1e-9), 0, None)
+
+
+@dataclass
+class Tracker:
+    """Assigns track ids frame by frame (:meth:`update`); ids count from ``first_id``."""
+
+    min_iou: float = 0.2
+    #: A box not overlapping a track enough still continues it when its centre is within this
+    #: fraction of a box side of the track's last centre.
+    max_shift: float = 0.75
+    #: A track unseen this long (seconds of presentation time) is over.
+    max_gap_s: float = 1.0
+    first_id: int = 0
+    _next: int = field(init=False, default=0)
+    _live: dict[int, tuple[np.ndarray, float]] = field(init=False, default_factory=dict)  # id -> (last box, last time)
+
+    def __post_init__(self) -> None:
+        self._next = self.first_id
+
+    def update(self, boxes: np.ndarray, t: float) -> list[int]:
+        """The track id of each box (n, 4: x, y, w, h) of the frame shown at time ``t``."""
+        self._live = {k: v for k, v in self._live.items() if t - v[1] <= self.max_gap_s}
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        ids = [-1] * len(boxes)
+        if len(boxes) and self._live:
+            keys = list(self._live)
+            last = np.stack([self._live[k][0] for k in keys])
+            iou, near = _iou(boxes, last), _near(boxes, last)
+            score = np.where(iou >= self.min_iou, 1 + iou, np.where(near >= 1 - self.max_shift, near, 0.0))
+            for flat in np.argsort(-score, axis=None):
+                i, j = divmod(int(flat), len(keys))
+                if score[i, j] <= 0:
+                    break
+                if ids[i] == -1 and keys[j] not in ids:
+                    ids[i] = keys[j]
+        for i, box in enumerate(boxes):
+            if ids[i] == -1:
+                ids[i] = self._next
+                self._next += 1
+            self._live[ids[i]] = (box, t)
+        return ids
