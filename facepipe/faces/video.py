@@ -1,9 +1,9 @@
 """Video files: recognised by content, decoded with PyAV (FFmpeg's binding), sampled at a frame rate.
 
-PyAV over OpenCV's bundled FFmpeg (``bench/results/video_decoders.md``): both give the stream's
-presentation times on variable-frame-rate files when decoding from the start, but only PyAV
-exposes the display rotation (phone videos) as a number and seeks by presentation time, and it
-reads any file-like object (an object-store stream, bytes in memory), not only a path.
+PyAV over OpenCV's bundled FFmpeg (measured in ``bench/results/video_decoders.md``): both give
+exact presentation times on variable-frame-rate files read from the start and decode at similar
+speed, but PyAV reads bytes and file-like objects (an object-store download, no temporary file)
+and seeks by presentation time.
 
 Frames come out upright (the display rotation applied) as BGR ``uint8``, like decoded images.
 Sampling keeps the first decoded frame of every ``1/fps`` interval of presentation time, counted
