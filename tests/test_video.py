@@ -183,6 +183,12 @@ def test_a_video_of_one_person_gives_a_row_per_sampled_frame_one_track_and_the_r
     assert len(ok) >= 15, video[["frame_index", "status", "num_faces"]]
     assert ok["track_id"].nunique() == 1  # one person, always near the same place
     assert video["image_format"].eq("mp4").all() and (video["image_width"] == 160).all()
+    # summary.json: the track's time per emotion adds up to its sampled frames' time (0.2 s each)
+    (track,) = summary["tracks"]
+    assert (track["path"], track["frames"]) == ("clip.mp4", len(ok))
+    assert sum(track["seconds_per_emotion"].values()) == pytest.approx(0.2 * len(ok), abs=1e-6)
+    assert track["dominant_emotion"] == ok["emotion"].value_counts().idxmax()
+    assert (track["first_s"], track["last_s"]) == (ok["timestamp_s"].min(), ok["timestamp_s"].max())
     # the same frame as a file and inside the video: the same row values
     files = df[df["path"].str.startswith("frames/")].copy()
     files["frame_index"] = files["path"].str.slice(7, 10).astype(int)
@@ -290,3 +296,22 @@ def test_an_output_of_schema_version_1_reads_with_null_frame_columns_and_stays_d
     assert again["run"]["annotated"] == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["annotated"] == 0
+
+
+@pytest.mark.shared
+def test_4k_frames_are_downscaled_for_detection_and_rows_are_in_the_videos_pixels(tmp_path):
+    face = cv2.resize(_person_frames("Tim_Pawlenty")[0], (1600, 1760), interpolation=cv2.INTER_CUBIC)
+    frame = np.full((2160, 3840, 3), 100, np.uint8)
+    frame[200:1960, 1100:2700] = face
+    inp = tmp_path / "in"
+    inp.mkdir()
+    write_video(inp / "uhd.mp4", [frame] * 3, fps=5)
+    out = tmp_path / "out"
+    annotate([inp], out, plots="none", local=True, fps=5)
+    df = read_annotations(out)
+    assert (df["image_width"] == 3840).all() and (df["image_height"] == 2160).all()
+    ok = df[df["status"] == "ok"]
+    assert sorted(ok["frame_index"].unique()) == [0, 1, 2] and ok["track_id"].nunique() == 1
+    # the box is where the face was pasted, in the video's own pixels (detection ran downscaled)
+    cx, cy = ok["bbox_x"] + ok["bbox_w"] / 2, ok["bbox_y"] + ok["bbox_h"] / 2
+    assert cx.between(1100, 2700).all() and cy.between(200, 1960).all() and (ok["bbox_w"] > 500).all()

@@ -262,7 +262,7 @@ def _locked_run(run: _Run, cfg: AnnotateConfig, inputs: list, output: Path | str
 
 
 #: What a run reads of the committed parts, once: the state's columns and what plots and summary.json count.
-_RUN_COLUMNS = STATE_COLUMNS + ["run_id", "face_index", "num_faces", "emotion", "image_format"]
+_RUN_COLUMNS = STATE_COLUMNS + ["run_id", "face_index", "num_faces", "emotion", "image_format", "timestamp_s", "track_id"]
 
 
 def _current(history: pa.Table | None, new_parts: list, listed: pa.Table) -> pa.Table | None:
@@ -523,7 +523,9 @@ def _summary(run: _Run, cfg: AnnotateConfig, entries, done_unchanged: int, todo,
     import pandas as pd
 
     output, counts = run.output, run.counts
-    df = view.select(["root", "path", "status", "num_faces", "emotion"]).to_pandas() if view is not None else pd.DataFrame()
+    from facepipe.faces.track import track_summary
+
+    df = view.select(["root", "path", "status", "num_faces", "emotion", "timestamp_s", "track_id"]).to_pandas() if view is not None else pd.DataFrame()
     images = df.drop_duplicates(["root", "path"]) if len(df) else df
     status_counts = {s: int(v) for s, v in images["status"].value_counts().items()} if len(df) else {}
     faces_hist = {int(k): int(v) for k, v in sorted(images["num_faces"].value_counts().items())} if len(df) else {}
@@ -563,6 +565,8 @@ def _summary(run: _Run, cfg: AnnotateConfig, entries, done_unchanged: int, todo,
         },
         "dataset": {"images": int(len(images)), "faces": int((df["status"] == "ok").sum()) if len(df) else 0, "status_counts": status_counts, "faces_per_image": faces_hist, "emotion_counts": emotion_counts},
         "plots": list(plot_files),
+        # per face track of each video: dominant emotion, seconds per emotion
+        "tracks": track_summary(df) if len(df) else [],
     }
     # Whole-dataset totals at the top level too (what a caller such as the demo shows first).
     summary["images"] = summary["dataset"]["images"]

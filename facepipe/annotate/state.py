@@ -211,7 +211,8 @@ _FEW_VALUES = ("root", "input_root", "status", "error", "run_id", "keypoints_mod
 
 def read_these_parts(parts: list, columns: list[str] | None = None, filter=None, dictionary: bool = False) -> pa.Table | None:
     """The rows of the given part files (all on one store), or None for no parts; a column some
-    parts lack (an older schema) is null in their rows, one that no part has is a KeyError. With
+    parts lack (an older schema) is null in their rows, one that no part has is a KeyError, except
+    the frame columns (:data:`FRAME_FIELDS`, schema version 2), null when no part has them. With
     ``dictionary`` the few-valued string columns come dictionary-encoded (:func:`_plain` turns them
     back), for a reader that keeps a whole history.
 
@@ -231,6 +232,9 @@ def read_these_parts(parts: list, columns: list[str] | None = None, filter=None,
             t = pf.read(columns=None if columns is None else [c for c in columns if c in names], use_threads=False)
         tables.append(t.filter(filter) if filter is not None else t)
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    for name, type_ in FRAME_FIELDS.items():
+        if name not in table.schema.names and (columns is None or name in columns):
+            table = table.append_column(name, pa.nulls(table.num_rows, type_))
     if columns is not None:
         missing = [c for c in columns if c not in table.schema.names]
         if missing:
@@ -354,18 +358,11 @@ def read_annotations(output: str | os.PathLike, latest: bool = True, columns: li
     """
     import pandas as pd
 
-    wanted = columns
     if columns is not None:
         columns = list(dict.fromkeys(list(columns) + ["root", "path", "timestamp", "face_index", "input_root"]))
-    try:
-        t = read_parts(output, columns=columns)
-    except KeyError:  # an output of schema version 1 has no frame columns: they read as null
-        t = read_parts(output, columns=[c for c in columns if c not in FRAME_COLUMNS])
+    t = read_parts(output, columns=columns)
     if t is None:
         return pd.DataFrame(columns=columns or [])
-    for name in FRAME_COLUMNS:
-        if name not in t.schema.names and (wanted is None or name in wanted):
-            t = t.append_column(name, pa.nulls(t.num_rows, pa.float64() if name == "timestamp_s" else pa.int32()))
     if latest:
         t = current_view(t, existing=existing)
     df = t.to_pandas()
@@ -374,4 +371,4 @@ def read_annotations(output: str | os.PathLike, latest: bool = True, columns: li
 
 
 #: The columns a video's rows fill (schema version 2): null on still images and in older outputs.
-FRAME_COLUMNS = ("frame_index", "timestamp_s", "track_id")
+FRAME_FIELDS = {"frame_index": pa.int32(), "timestamp_s": pa.float64(), "track_id": pa.int32()}

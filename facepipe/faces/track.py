@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "track_summary"]
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -74,3 +74,28 @@ class Tracker:
                 self._next += 1
             self._live[ids[i]] = (box, t)
         return ids
+
+
+def track_summary(rows) -> list[dict]:
+    """Per face track of each video, from annotation rows (a pandas DataFrame with ``root``,
+    ``path``, ``status``, ``timestamp_s``, ``track_id``, ``emotion``): first and last time seen,
+    sampled frames, the dominant emotion and the seconds spent in each emotion.
+
+    A sampled frame stands for the time until the video's next sampled frame (the last one for
+    the median step), so the seconds follow ``--fps`` and variable frame rates alike."""
+    ok = rows[(rows["status"] == "ok") & rows["track_id"].notna()]
+    if not len(ok):
+        return []
+    out = []
+    for (root, path), video in ok.groupby(["root", "path"], sort=True, observed=True):
+        times = np.unique(rows.loc[(rows["root"] == root) & (rows["path"] == path), "timestamp_s"].dropna().to_numpy(float))
+        steps = np.diff(times)
+        last = float(np.median(steps)) if len(steps) else 0.0
+        length = dict(zip(times, np.append(steps, last)))
+        for track, g in video.groupby("track_id", sort=True, observed=True):
+            seconds = g.groupby("emotion", observed=True)["timestamp_s"].agg(lambda t: sum(length.get(x, 0.0) for x in t))
+            out.append({"root": str(root), "path": str(path), "track_id": int(track), "frames": int(len(g)),
+                        "first_s": round(float(g["timestamp_s"].min()), 3), "last_s": round(float(g["timestamp_s"].max()), 3),
+                        "dominant_emotion": str(seconds.idxmax()),
+                        "seconds_per_emotion": {str(k): round(float(v), 3) for k, v in seconds.sort_values(ascending=False).items()}})
+    return out
