@@ -197,3 +197,27 @@ def bar_counts(counts: dict[str, int], path: str | os.PathLike, title: str, xlab
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     return _save(fig, path)
+
+
+def emotion_timeline(rows, path: str | os.PathLike, title: str, max_tracks: int = 6) -> Path | str:
+    """A video's emotion probabilities over time, one stacked panel per face track (the longest
+    ``max_tracks``). ``rows``: its ``ok`` rows with ``timestamp_s``, ``track_id`` and ``prob_*``."""
+    probs = [c for c in rows.columns if c.startswith("prob_")]
+    tracks = rows["track_id"].value_counts().index[:max_tracks].sort_values()
+    colors = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(len(tracks), 1, figsize=(9, 1.9 * len(tracks) + 0.6), sharex=True, squeeze=False)
+    steps = np.diff(np.unique(rows["timestamp_s"].to_numpy(float)))
+    step = float(np.median(steps)) if len(steps) else 0.2  # a sampled frame lasts until the next
+    for ax, track in zip(axes[:, 0], tracks):
+        g = rows[rows["track_id"] == track].sort_values("timestamp_s")
+        t = g["timestamp_s"].to_numpy(float)
+        ys = [np.append(g[c].to_numpy(float), g[c].iloc[-1]) for c in probs]
+        ax.stackplot(np.append(t, t[-1] + step), *ys, labels=[c[5:] for c in probs], colors=colors[: len(probs)], step="post")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"track {int(track)}")
+        ax.margins(x=0)
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    axes[-1, 0].set_xlabel("time (s)")
+    more = rows["track_id"].nunique() - len(tracks)
+    fig.suptitle(title + (f" ({more} shorter tracks not shown)" if more > 0 else ""), fontsize=10)
+    return _save(fig, path)

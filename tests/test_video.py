@@ -223,7 +223,7 @@ def test_two_people_side_by_side_on_ray_are_two_continuous_tracks(tmp_path, ray_
     inp.mkdir()
     write_video(inp / "two.webm", frames, fps=10, fmt="webm")
     out = tmp_path / "out"
-    annotate([inp], out, plots="none", local=False, fps=5, num_cpus=2)
+    summary = annotate([inp], out, plots="sample", local=False, fps=5, num_cpus=2)
     ok = read_annotations(out).query("status == 'ok'")
     assert ok["frame_index"].nunique() >= n - 2  # both found in nearly every sampled frame
     sizes = ok["track_id"].value_counts()
@@ -238,6 +238,10 @@ def test_two_people_side_by_side_on_ray_are_two_continuous_tracks(tmp_path, ray_
         assert rows["frame_index"].is_unique
         sides.add(bool(left_side.iloc[0]))
     assert sides == {True, False}
+    # the timeline: one panel per track, the longest first six
+    assert "plots/in/two.webm.timeline.png" in summary["plots"]
+    timeline = cv2.imread(str(out / "plots" / "in" / "two.webm.timeline.png"))
+    assert timeline is not None and timeline.shape[0] > 300
     # face_index runs left to right, so the left person is face 0 in every frame with both
     both = ok.groupby("frame_index").filter(lambda g: len(g) == 2)
     assert (both.query("face_index == 0")["bbox_x"].to_numpy() < SIZE[0]).all()

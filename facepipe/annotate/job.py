@@ -5,6 +5,7 @@ Output folder layout::
 
     OUT/annotations/part-<run_id>-<seq>.parquet   the dataset (schema: facepipe.annotate.schema)
     OUT/plots/<root>/<path>.jpg                   annotated copies (--plots all | sample)
+    OUT/plots/<root>/<path>.timeline.png          each video's face tracks' emotions over time (--plots all | sample)
     OUT/summary_emotions.png, summary_faces_per_image.png, summary_status.png
     OUT/summary.json                              this run and the whole dataset in numbers
     OUT/.annotate.lock                            held while a run writes
@@ -33,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from facepipe import storage
 from facepipe.annotate.config import LOCAL_MAX_FILES, PLOT_CHOICES, AnnotateConfig, AnnotateError
@@ -447,8 +449,6 @@ def _plot_items(run: _Run, cfg: AnnotateConfig, view: pa.Table | None, new_parts
     """What to draw: ``sample``, a sample of this run's images; ``all``, this run's images and every
     image of the current view whose plot is missing (a plot stage that failed or was killed is
     made good by the next run). ``view``: the current view (:func:`_current`)."""
-    import pyarrow.compute as pc
-
     output = run.output
     if view is None:
         return []
@@ -492,9 +492,10 @@ def _plots(run: _Run, cfg: AnnotateConfig, view: pa.Table | None, new_parts: lis
     if cfg.plots == "none":
         return []
     output = run.output
+    timelines = _timelines(run, new_parts)
     items = _plot_items(run, cfg, view, new_parts)
     if not items:
-        return []
+        return timelines
     if run.local:
         batches = (render_batch({k: np.array([it[k] for it in items[i : i + 8]], dtype=object) for k in items[0]}, output=str(output))
                    for i in range(0, len(items), 8))
@@ -513,9 +514,34 @@ def _plots(run: _Run, cfg: AnnotateConfig, view: pa.Table | None, new_parts: lis
         failed += [e for e in batch["error"] if e]
     if failed:
         run.log(f"annotate: {len(failed)} plots failed (the next run with --plots all draws them), e.g. {failed[0]}")
+    return timelines + _relative(output, written)
+
+
+def _relative(output, written: list) -> list[str]:
     if storage.is_uri(output):
         return sorted(w[len(storage.absolute(output)) + 1:] for w in written)
     return sorted(os.path.relpath(w, output) for w in written)
+
+
+def _timelines(run: _Run, new_parts: list) -> list[str]:
+    """``OUT/plots/<root>/<path>.timeline.png`` for each video this run annotated: each face
+    track's emotion probabilities over time."""
+    from facepipe.faces.video import VIDEO_FORMATS
+
+    probs = [n for n in run.schema.names if n.startswith("prob_")]
+    rows = read_these_parts(new_parts, ["root", "path", "status", "image_format", "timestamp_s", "track_id", *probs],
+                            filter=(pc.field("status") == "ok") & pc.field("image_format").isin(list(VIDEO_FORMATS)))
+    if rows is None or rows.num_rows == 0:
+        return []
+    from facepipe import plots as fplots
+
+    written = []
+    for (root, path), video in rows.to_pandas().groupby(["root", "path"], sort=True):
+        try:
+            written.append(fplots.emotion_timeline(video, plot_path(run.output, root, path, suffix=".timeline.png"), f"{root}/{path}"))
+        except OSError as e:  # a plot is not worth the run: said, and drawn by a later run that annotates the file
+            run.log(f"annotate: the timeline of {root}/{path} failed: {e}")
+    return _relative(run.output, [str(w) for w in written])
 
 
 def _summary(run: _Run, cfg: AnnotateConfig, entries, done_unchanged: int, todo, writer: PartWriter, pipeline_s: float, total_s: float,

@@ -32,16 +32,16 @@ NAME_MAX = 255
 PLOT_SUFFIX = ".jpg"
 
 
-def plot_path(output: str | os.PathLike, root: str, path: str) -> Path | str:
-    """``OUT/plots/<root>/<path>.jpg``: the suffix is always added, so two inputs never share a
+def plot_path(output: str | os.PathLike, root: str, path: str, suffix: str = PLOT_SUFFIX) -> Path | str:
+    """``OUT/plots/<root>/<path>.jpg`` (a video's timeline: ``suffix=".timeline.png"``): the suffix is always added, so two inputs never share a
     plot (``a.png`` and ``a.png.jpg`` become ``a.png.jpg`` and ``a.png.jpg.jpg``). A name that
     would pass NAME_MAX is cut and keeps a hash of the whole name, so it stays unique."""
     import hashlib
 
     folder, _, name = path.rpartition("/")
-    name += PLOT_SUFFIX
+    name += suffix
     if len(os.fsencode(name)) > NAME_MAX:
-        digest = "~" + hashlib.sha256(os.fsencode(path)).hexdigest()[:16] + PLOT_SUFFIX
+        digest = "~" + hashlib.sha256(os.fsencode(path)).hexdigest()[:16] + suffix
         keep = os.fsencode(name)[: NAME_MAX - len(digest) - 32]  # a margin below NAME_MAX (the writer's temporary name is short)
         name = keep.decode("utf-8", "ignore") + digest
     if storage.is_uri(output):
