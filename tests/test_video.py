@@ -319,3 +319,37 @@ def test_4k_frames_are_downscaled_for_detection_and_rows_are_in_the_videos_pixel
     # the box is where the face was pasted, in the video's own pixels (detection ran downscaled)
     cx, cy = ok["bbox_x"] + ok["bbox_w"] / 2, ok["bbox_y"] + ok["bbox_h"] / 2
     assert cx.between(1100, 2700).all() and cy.between(200, 1960).all() and (ok["bbox_w"] > 500).all()
+
+
+@pytest.mark.shared
+def test_predict_takes_videos_beside_images_and_the_command_prints_each_track(tmp_path, capsys):
+    from facepipe.annotate import predict
+    from facepipe.cli.predict import run
+
+    frames = _person_frames("Wes_Craven")
+    clip = tmp_path / "clip.mkv"
+    write_video(clip, frames, fps=5, fmt="mkv")  # one photo per sampled frame
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), frames[0])
+    video, image, from_bytes = predict([str(clip), str(photo), clip.read_bytes()])
+    # each item keeps its own result, a video's faces say when and which track
+    assert image["status"] == "ok" and "tracks" not in image and len(image["faces"]) == 1
+    assert video["frames"] == len(frames) and len(video["faces"]) >= len(frames) - 2
+    assert [f["timestamp_s"] for f in video["faces"]] == sorted(f["timestamp_s"] for f in video["faces"])
+    assert {f["track_id"] for f in video["faces"]} == {0}
+    (track,) = video["tracks"]
+    assert track["frames"] == len(video["faces"]) and sum(track["seconds_per_emotion"].values()) == pytest.approx(0.2 * track["frames"])
+    assert [f["bbox"] for f in from_bytes["faces"]] == [f["bbox"] for f in video["faces"]]
+    first = next(f for f in video["faces"] if f["frame_index"] == 0)
+    # the first frame decoded from the video is close to the photo (lossy): the same face, nearly the same box
+    np.testing.assert_allclose(first["bbox"], image["faces"][0]["bbox"], atol=6)
+
+    assert run([str(clip), "--json", "--plot", str(tmp_path / "plots")]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    got = json.loads(line)
+    assert got["frames"] == video["frames"] and got["tracks"] == video["tracks"]
+    assert (tmp_path / "plots" / "clip.mkv.timeline.png").stat().st_size > 1000
+    assert run([str(clip), str(photo)]) == 0
+    table = capsys.readouterr().out
+    assert f"{clip}\ttrack 0\t{track['dominant_emotion']}\t" in table and "t=0.20s track 0" in table
+    assert run([str(clip), "--fps", "-1"]) == 2

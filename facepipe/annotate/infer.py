@@ -180,6 +180,7 @@ def predict(
     as_frame: bool = False,
     tasks: tuple[str, ...] | list[str] = ("keypoints", "emotion"),
     refine: int = DEFAULT_REFINE,
+    fps: float = 5.0,
 ):
     """Keypoints and emotion for every face in ``images``, in this process (no Ray).
 
@@ -204,6 +205,11 @@ def predict(
                     "keypoints": {name: (x, y)}, "keypoints_array": float32 [K, 2],
                     "emotion": "Happy", "confidence": 0.91, "probabilities": {class: p}}]}
 
+    A video item (a path or bytes of MP4, MOV, MKV, WebM or AVI) is sampled at ``fps`` frames per
+    second: its faces carry ``frame_index``, ``timestamp_s`` and ``track_id`` too, and its dict has
+    ``frames`` (sampled) and ``tracks`` (per face track: first/last time, dominant emotion, seconds
+    per emotion; as in the annotation job's ``summary.json``).
+
     Coordinates are pixels of the (EXIF-upright) original image. Uses the same stage functions as
     the Ray job (:func:`.prepare.prepare_items` and :class:`Annotator`), so results are identical.
     """
@@ -223,7 +229,7 @@ def predict(
 
             return build_schema(annotator.keypoint_names, annotator.class_names).empty_table().to_pandas()
         return []
-    config = PrepareConfig(detector=det, margin=margin, detect=detect, cv2_threads=0, **annotator.crops)
+    config = PrepareConfig(detector=det, margin=margin, detect=detect, cv2_threads=0, video_fps=fps, **annotator.crops)
     rows = annotator(prepare_items(items, config, color=color))
     if as_frame:
         from facepipe.annotate.schema import build_schema, rows_to_table
@@ -232,33 +238,50 @@ def predict(
         table = rows_to_table(rows, schema, run_id="predict", timestamp=None, keypoints_model_id=annotator.model_ids[0],
                               emotion_model_id=annotator.model_ids[1], detector=det.describe() if detect else "none")
         return table.to_pandas()
-    # prepare_items emits, item by item in order, one row per face or one status row.
+    # prepare_items emits, item by item in order, one row per face or one status row (a video:
+    # those of each sampled frame, and every row says how many the video has).
     results: list[dict] = []
     j = 0
     for _ in items:
+        video = int(rows["file_rows"][j]) > 0
         st = str(rows["status"][j])
-        count = int(rows["num_faces"][j]) if st == "ok" else 1
+        count = int(rows["file_rows"][j]) if video else (int(rows["num_faces"][j]) if st == "ok" else 1)
+        span = range(j, j + count)
+        statuses = [str(rows["status"][r]) for r in span]
+        errors = [str(rows["error"][r]) for r in span if statuses[r - j] == "error" and str(rows["error"][r])]
         res = {
-            "status": st,
-            "error": str(rows["error"][j]) or None,
+            "status": next((s for s in ("ok", "no_face") if s in statuses), "error") if video else st,
+            "error": errors[0] if errors else None,
             "width": int(rows["image_width"][j]) if rows["image_width"][j] >= 0 else None,
             "height": int(rows["image_height"][j]) if rows["image_height"][j] >= 0 else None,
             "faces": [],
         }
-        for r in range(j, j + count if st == "ok" else j):
+        for r in span:
+            if statuses[r - j] != "ok":
+                continue
             kp, probs, score = rows["keypoints"][r], rows["probs"][r], float(rows["score"][r])
-            res["faces"].append(
-                {
-                    "face_index": int(rows["face_index"][r]),
-                    "bbox": tuple(float(v) for v in rows["bbox"][r]),
-                    "score": score if np.isfinite(score) else None,
-                    "keypoints": {name: (float(x), float(y)) for name, (x, y) in zip(annotator.keypoint_names, kp)} if annotator.kp else {},
-                    "keypoints_array": kp.copy(),
-                    "emotion": str(rows["emotion"][r]) if annotator.em else None,
-                    "confidence": float(probs.max()) if annotator.em else None,
-                    "probabilities": {c: float(p) for c, p in zip(annotator.class_names, probs)} if annotator.em else {},
-                }
-            )
+            face = {
+                "face_index": int(rows["face_index"][r]),
+                "bbox": tuple(float(v) for v in rows["bbox"][r]),
+                "score": score if np.isfinite(score) else None,
+                "keypoints": {name: (float(x), float(y)) for name, (x, y) in zip(annotator.keypoint_names, kp)} if annotator.kp else {},
+                "keypoints_array": kp.copy(),
+                "emotion": str(rows["emotion"][r]) if annotator.em else None,
+                "confidence": float(probs.max()) if annotator.em else None,
+                "probabilities": {c: float(p) for c, p in zip(annotator.class_names, probs)} if annotator.em else {},
+            }
+            if video:
+                face.update(frame_index=int(rows["frame_index"][r]), timestamp_s=float(rows["timestamp_s"][r]), track_id=int(rows["track_id"][r]))
+            res["faces"].append(face)
+        if video:
+            import pandas as pd
+
+            from facepipe.faces.track import track_summary
+
+            frames = pd.DataFrame({k: rows[k][j:j + count] for k in ("status", "frame_index", "timestamp_s", "track_id", "emotion")})
+            frames = frames.assign(root="", path="", track_id=frames["track_id"].where(frames["status"] == "ok"))
+            res["frames"] = int(frames.loc[frames["frame_index"] >= 0, "frame_index"].nunique())
+            res["tracks"] = [{k: v for k, v in t.items() if k not in ("root", "path")} for t in track_summary(frames)]
         results.append(res)
         j += count
     return results[0] if single else results

@@ -331,6 +331,10 @@ def prepare_items(items: list, config: PrepareConfig, color: str = "rgb") -> dic
             if isinstance(item, (bytes, bytearray, memoryview)):
                 data = bytes(item)
                 base["sha256"] = hashlib.sha256(data).hexdigest()
+                video = sniff_video(data[:64])
+                if video:
+                    _prepare_video(rows, base, data, video, 0.0)
+                    continue
                 dec = decode_image(data)
                 base.update(image_format=dec.format, image_mode=dec.mode, exif_orientation=dec.orientation)
                 gray, bgr = dec.gray, (dec.image if want_color else None)

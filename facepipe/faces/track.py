@@ -96,6 +96,6 @@ def track_summary(rows) -> list[dict]:
             seconds = g.groupby("emotion", observed=True)["timestamp_s"].agg(lambda t: sum(length.get(x, 0.0) for x in t))
             out.append({"root": str(root), "path": str(path), "track_id": int(track), "frames": int(len(g)),
                         "first_s": round(float(g["timestamp_s"].min()), 3), "last_s": round(float(g["timestamp_s"].max()), 3),
-                        "dominant_emotion": str(seconds.idxmax()),
+                        "dominant_emotion": str(seconds.idxmax()) if len(seconds) else None,  # None: no emotion model ran
                         "seconds_per_emotion": {str(k): round(float(v), 3) for k, v in seconds.sort_values(ascending=False).items()}})
     return out
