@@ -19,6 +19,7 @@ import numpy as np
 from facepipe.faces.crop import context_square, crop_resize, crop_to_image, square_crop, square_in_crop
 from facepipe.faces.detect import DetectorConfig, detector_config
 from facepipe.annotate.prepare import PrepareConfig, model_crops, prepare_items
+from facepipe.annotate.schema import file_status
 from facepipe.faces.decode import COLOR_ORDERS
 from facepipe.faces.framing import CONTEXT_FACTOR, DEFAULT_MARGIN, DEFAULT_REFINE, BoxModel, refine_passes
 
@@ -250,7 +251,7 @@ def predict(
         statuses = [str(rows["status"][r]) for r in span]
         errors = [str(rows["error"][r]) for r in span if statuses[r - j] == "error" and str(rows["error"][r])]
         res = {
-            "status": next((s for s in ("ok", "no_face") if s in statuses), "error") if video else st,
+            "status": file_status(statuses) if video else st,
             "error": errors[0] if errors else None,
             "width": int(rows["image_width"][j]) if rows["image_width"][j] >= 0 else None,
             "height": int(rows["image_height"][j]) if rows["image_height"][j] >= 0 else None,

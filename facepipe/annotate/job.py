@@ -43,7 +43,7 @@ from facepipe.annotate.infer import Annotator, default_model, keypoints_model_id
 from facepipe.annotate.listing import list_files, real_name
 from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
 from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch
-from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, keypoint_columns, rows_to_table
+from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, file_status, keypoint_columns, rows_to_table
 from facepipe.annotate.state import STATE_COLUMNS, committed_parts, current_view, read_these_parts, state_of
 from facepipe.annotate.writer import OutputFull, PartWriter, atomic_write_bytes, dataset_dir, out_of_space, output_lock, remove_temporaries
 from facepipe.logs import eta
@@ -364,14 +364,12 @@ def _ray_batches(records: list[dict], run: _Run, cfg: AnnotateConfig):
 def _count_files(counts: collections.Counter, videos: dict, batch: dict, status: np.ndarray) -> None:
     """Count files by status (an image on its first row; a video once all its rows arrived: ``ok``
     with any face, else ``no_face`` with any faceless frame, else ``error``), faces and video frames."""
-    face_index = np.asarray(batch["face_index"])
-    file_rows = np.asarray(batch.get("file_rows", np.zeros(len(status), np.int32)))
+    face_index, file_rows = np.asarray(batch["face_index"]), np.asarray(batch["file_rows"])
     video = file_rows > 0
     for st in status[~video & ((status != "ok") | (face_index == 0))]:
         counts[st] += 1
     counts["faces"] += int((status == "ok").sum())
-    frame = np.asarray(batch.get("frame_index", np.full(len(status), -1)))
-    counts["frames"] += int((video & (frame >= 0) & ((status != "ok") | (face_index == 0))).sum())
+    counts["frames"] += int((video & (np.asarray(batch["frame_index"]) >= 0) & ((status != "ok") | (face_index == 0))).sum())
     for i in np.flatnonzero(video):
         seen = videos.setdefault((batch["root"][i], batch["path"][i]), [0, set()])
         seen[0] += 1
@@ -379,7 +377,7 @@ def _count_files(counts: collections.Counter, videos: dict, batch: dict, status:
         if seen[0] == int(file_rows[i]):
             del videos[(batch["root"][i], batch["path"][i])]
             counts["videos"] += 1
-            counts[next((s for s in ("ok", "no_face", "error_repeated") if s in seen[1]), "error")] += 1
+            counts[file_status(seen[1])] += 1
 
 
 def _consume(batches, total: int, writer: PartWriter, run: _Run, state) -> None:
@@ -408,7 +406,7 @@ def _consume(batches, total: int, writer: PartWriter, run: _Run, state) -> None:
                 batch = {k: v[keep] for k, v in batch.items()}
             if len(batch["status"]):
                 table = rows_to_table(batch, run.schema, run_id=run.run_id, timestamp=None, keypoints_model_id=run.kp_id, emotion_model_id=run.em_id, detector=detector)
-                committed = writer.add(table, batch.get("file_rows"))
+                committed = writer.add(table, batch["file_rows"])
             else:
                 committed = writer.maybe_commit()
             now = time.perf_counter()
@@ -526,6 +524,8 @@ def _relative(output, written: list) -> list[str]:
 def _timelines(run: _Run, new_parts: list) -> list[str]:
     """``OUT/plots/<root>/<path>.timeline.png`` for each video this run annotated: each face
     track's emotion probabilities over time."""
+    if not run.counts["videos"]:  # no video in this run: its parts are not read again
+        return []
     from facepipe.faces.video import VIDEO_FORMATS
 
     probs = [n for n in run.schema.names if n.startswith("prob_")]

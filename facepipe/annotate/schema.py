@@ -68,10 +68,19 @@ import pyarrow as pa
 
 import facepipe
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "keypoint_columns", "prob_column", "build_schema", "rows_to_table", "describe_fields"]
+__all__ = ["SCHEMA_VERSION", "STATUSES", "FILE_STATUS_ORDER", "file_status", "keypoint_columns", "prob_column", "build_schema", "rows_to_table", "describe_fields"]
 
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "no_face", "error")
+#: A file with many rows (a video) has the first of these among its rows' statuses: ``ok`` with
+#: any face, else ``no_face`` with any faceless frame, else an error (the job's ``error_repeated``:
+#: the same error as its last run).
+FILE_STATUS_ORDER = ("ok", "no_face", "error_repeated", "error")
+
+
+def file_status(statuses) -> str:
+    """The status of a file from the statuses of its rows (:data:`FILE_STATUS_ORDER`)."""
+    return next((s for s in FILE_STATUS_ORDER if s in statuses), "error")
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -183,7 +192,7 @@ def rows_to_table(rows: dict[str, np.ndarray], schema: pa.Schema, *, run_id: str
         "num_faces": pa.array(np.asarray(rows["num_faces"], np.int32), pa.int32()),
         "face_index": _masked(np.asarray(rows["face_index"], np.int32), not_ok, pa.int32()),
     }
-    # batches from before video (an older in-flight batch format) have no frame columns
+    # rows built without frame columns (a caller's own still-image rows) get nulls there
     frame = np.asarray(rows.get("frame_index", np.full(n, -1)), np.int32)
     ts = np.asarray(rows.get("timestamp_s", np.full(n, np.nan)), np.float64)
     track = np.asarray(rows.get("track_id", np.full(n, -1)), np.int32)

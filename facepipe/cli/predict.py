@@ -79,10 +79,11 @@ def main(args: argparse.Namespace) -> int:
             if "tracks" in res:  # a video: its timeline
                 import pandas as pd
 
+                from facepipe.annotate.schema import prob_column
                 from facepipe.plots import emotion_timeline
 
                 df = pd.DataFrame([{"timestamp_s": f["timestamp_s"], "track_id": f["track_id"],
-                                    **{f"prob_{c.lower()}": p for c, p in f["probabilities"].items()}} for f in res["faces"]])
+                                    **{prob_column(c): p for c, p in f["probabilities"].items()}} for f in res["faces"]])
                 if len(df) and res["faces"][0]["probabilities"]:
                     emotion_timeline(df, out / (Path(path).name + ".timeline.png"), path)
                 continue

@@ -86,9 +86,12 @@ def track_summary(rows) -> list[dict]:
     ok = rows[(rows["status"] == "ok") & rows["track_id"].notna()]
     if not len(ok):
         return []
+    # every sampled time of each video (its faceless and error rows too), in one pass over the rows
+    timed = rows[rows["timestamp_s"].notna()].groupby(["root", "path"], observed=True)["timestamp_s"]
+    times_of = {key: np.unique(t.to_numpy(float)) for key, t in timed}
     out = []
     for (root, path), video in ok.groupby(["root", "path"], sort=True, observed=True):
-        times = np.unique(rows.loc[(rows["root"] == root) & (rows["path"] == path), "timestamp_s"].dropna().to_numpy(float))
+        times = times_of[(root, path)]
         steps = np.diff(times)
         last = float(np.median(steps)) if len(steps) else 0.0
         length = dict(zip(times, np.append(steps, last)))

@@ -124,7 +124,6 @@ def sample_frames(source: str | bytes | BinaryIO, fps: float | None = None, max_
     duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else (
         container.duration / 1e6 if container.duration else None)
     frames = int(stream.frames) if stream.frames else None
-    first = None
     try:
         gen = container.decode(stream)
         first = next(gen)
@@ -218,8 +217,7 @@ def write_video(target: str | os.PathLike | BinaryIO, frames: Iterable[np.ndarra
             if times_s is not None:
                 frame.pts, frame.time_base = round(times_s[n] / tb), tb
             container.mux(stream.encode(frame))
-        else:
-            n = n + 1 if stream is not None else 0
+        n = 0 if stream is None else n + 1
         if stream is not None:
             container.mux(stream.encode())
     finally:
