@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-demo bench weights-keypoints weights-emotion
+.PHONY: demo test install clean-demo bench weights-keypoints weights-emotion mean-face
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,3 +54,8 @@ weights-emotion: $(STAMP)
 	$(PY) jobs/evaluate.py --model runs/weights-emotion/model --data $(FER) --split PublicTest --output runs/weights-emotion/eval --tta crops
 	cp runs/weights-emotion/model/weights.pt runs/weights-emotion/model/meta.json runs/weights-emotion/eval/confusion_matrix.png facepipe/weights/emotion/
 	$(PY) jobs/evaluate.py --model facepipe/weights/emotion --data $(FER) --split PublicTest --output runs/weights-emotion/eval-none --no-tta
+
+# Rebuild the 3-D mean face head pose is solved against (facepipe/faces/mean_face.json) from the
+# 68-point labels in ../shared, and report its fit (bench/results/mean_face.md); a few seconds.
+mean-face: $(STAMP)
+	$(PY) bench/mean_face.py --labels $(KP_FRAMES)/ytf_frames_68.csv --write facepipe/faces/mean_face.json

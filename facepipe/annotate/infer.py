@@ -21,6 +21,7 @@ from facepipe.faces.detect import DetectorConfig, detector_config
 from facepipe.annotate.prepare import PrepareConfig, model_crops, prepare_items
 from facepipe.annotate.schema import file_status
 from facepipe.faces.decode import COLOR_ORDERS
+from facepipe.faces.pose import MIN_POINTS, POSE_NAMES, head_pose, mean_face
 from facepipe.faces.framing import CONTEXT_FACTOR, DEFAULT_MARGIN, DEFAULT_REFINE, BoxModel, refine_passes
 
 __all__ = ["Annotator", "predict", "load_models_meta", "default_model", "keypoints_model_id"]
@@ -63,7 +64,8 @@ class Annotator:
 
     Rows whose status is not ``ok``, and every row for a task not run, get NaN keypoints /
     probabilities. Output adds ``keypoints`` float32 ``[N, K, 2]`` (original image pixels),
-    ``probs`` float32 ``[N, C]``, ``emotion`` (label) and ``t_infer`` (seconds, spread over the
+    ``probs`` float32 ``[N, C]``, ``emotion`` (label), ``pose`` float32 ``[N, 3]`` (yaw, pitch, roll in
+    degrees, :mod:`facepipe.faces.pose`; NaN without keypoints) and ``t_infer`` (seconds, spread over the
     batch's faces) and drops the crops. A task not run still names its outputs (from its model's
     ``meta.json``), so the rows keep one schema whatever ``tasks`` is.
     """
@@ -98,6 +100,8 @@ class Annotator:
         # Second passes re-frame each face from its predicted points as training framed faces from
         # their labels (box_from_points), so the crop no longer carries the detector's box noise.
         self.refine = refine_passes(self.kp_meta, refine) if self.kp else 0
+        # Head pose needs points the mean face knows (Kaggle's 15 or iBUG's 68); other point sets get none.
+        self.pose = self.kp is not None and sum(n in mean_face() for n in self.keypoint_names) >= MIN_POINTS
         self.model_ids = (keypoints_model_id(self.kp_meta, refine) if self.kp else None, model_id(self.em_meta) if self.em else None)
 
     @property
@@ -138,6 +142,7 @@ class Annotator:
         kps = np.full((n, len(self.keypoint_names), 2), np.nan, np.float32)
         probs = np.full((n, len(self.class_names)), np.nan, np.float32)
         labels = np.full(n, "", dtype=object)
+        pose = np.full((n, 3), np.nan, np.float32)
         ok = np.flatnonzero(status == "ok")
         if len(ok):
             for task, size in (("keypoints", self.kp_size), ("emotion", self.em_size)):
@@ -146,6 +151,9 @@ class Annotator:
             if self.kp:
                 context = batch.get("crop_keypoints_context")
                 kps[ok] = self.keypoints(batch["crop_keypoints"][ok], batch["square"][ok], None if context is None else context[ok])
+                if self.pose:
+                    sizes = np.stack([np.asarray(batch["image_width"])[ok], np.asarray(batch["image_height"])[ok]], axis=1)
+                    pose[ok] = head_pose(kps[ok], self.keypoint_names, sizes)
             if self.em:
                 probs[ok] = self.emotions(batch["crop_emotion"][ok])
                 names = np.array(self.class_names, dtype=object)
@@ -154,6 +162,7 @@ class Annotator:
         out["keypoints"] = kps
         out["probs"] = probs
         out["emotion"] = labels
+        out["pose"] = pose
         t_infer = np.zeros(n, np.float64)
         if len(ok):
             t_infer[ok] = (time.perf_counter() - t0) / len(ok)
@@ -204,7 +213,8 @@ def predict(
         {"status": "ok" | "no_face" | "error", "error": str | None, "width": int, "height": int,
          "faces": [{"face_index": 0, "bbox": (x, y, w, h), "score": float | None,
                     "keypoints": {name: (x, y)}, "keypoints_array": float32 [K, 2],
-                    "emotion": "Happy", "confidence": 0.91, "probabilities": {class: p}}]}
+                    "emotion": "Happy", "confidence": 0.91, "probabilities": {class: p},
+                    "pose": {"yaw": deg, "pitch": deg, "roll": deg} or None}]}
 
     A video item (a path or bytes of MP4, MOV, MKV, WebM or AVI) is sampled at ``fps`` frames per
     second: its faces carry ``frame_index``, ``timestamp_s`` and ``track_id`` too, and its dict has
@@ -270,6 +280,7 @@ def predict(
                 "emotion": str(rows["emotion"][r]) if annotator.em else None,
                 "confidence": float(probs.max()) if annotator.em else None,
                 "probabilities": {c: float(p) for c, p in zip(annotator.class_names, probs)} if annotator.em else {},
+                "pose": {k: float(v) for k, v in zip(POSE_NAMES, rows["pose"][r])} if np.isfinite(rows["pose"][r]).all() else None,
             }
             if video:
                 face.update(frame_index=int(rows["frame_index"][r]), timestamp_s=float(rows["timestamp_s"][r]), track_id=int(rows["track_id"][r]))

@@ -43,7 +43,7 @@ from facepipe.annotate.infer import Annotator, default_model, keypoints_model_id
 from facepipe.annotate.listing import list_files, real_name
 from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
 from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch
-from facepipe.annotate.schema import SCHEMA_VERSION, build_schema, file_status, keypoint_columns, rows_to_table
+from facepipe.annotate.schema import POSE_COLUMNS, SCHEMA_VERSION, build_schema, file_status, keypoint_columns, rows_to_table
 from facepipe.annotate.state import STATE_COLUMNS, committed_parts, current_view, read_these_parts, state_of
 from facepipe.annotate.writer import OutputFull, PartWriter, atomic_write_bytes, dataset_dir, out_of_space, output_lock, remove_temporaries
 from facepipe.logs import eta
@@ -438,6 +438,7 @@ def _faces_json(group, kp_cols) -> str:
                 "keypoints": [[r[cx], r[cy]] for cx, cy in kp_cols],
                 "emotion": r["emotion"],
                 "confidence": r["emotion_confidence"],
+                "pose": [r[c] for c in POSE_COLUMNS],
             }
         )
     return json.dumps(faces)
@@ -469,7 +470,8 @@ def _plot_items(run: _Run, cfg: AnnotateConfig, view: pa.Table | None, new_parts
         return []
     wanted = set(zip(want["root"], want["path"], want["run_id"]))
     kp_cols = keypoint_columns(run.kp_meta["keypoint_names"])
-    cols = ["root", "path", "input_root", "run_id", "status", "face_index", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "emotion", "emotion_confidence"]
+    cols = ["root", "path", "input_root", "run_id", "status", "face_index", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "emotion", "emotion_confidence",
+            *POSE_COLUMNS]
     runs = sorted({w[2] for w in wanted})
     # this run's images only: its own parts hold them; older images' rows need the whole dataset
     parts = new_parts if runs == [run.run_id] else committed_parts(output)

@@ -16,6 +16,7 @@ import numpy as np
 
 from facepipe import storage
 from facepipe.faces.decode import decode_image
+from facepipe.faces.pose import POSE_NAMES, rotation_from_angles
 from facepipe.annotate.writer import atomic_write_bytes
 
 __all__ = ["PLOTS_DIR", "plot_path", "draw", "render_batch"]
@@ -58,9 +59,28 @@ def _label(img: np.ndarray, text: str, x: int, y: int, scale: float, color=(255,
     cv2.putText(img, text, (x + 2, y - base - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
 
 
+#: Head pose axes (BGR): the face's x (towards its left eye) red, y (down) green, z (out of the face) blue.
+_AXES = ((0, 0, 255), (0, 200, 0), (255, 80, 0))
+
+
+def _pose_axes(img: np.ndarray, angles, origin: tuple[float, float], length: float, thick: int) -> None:
+    """The face's three axes from ``origin``, rotated by its (yaw, pitch, roll) and drawn as seen
+    (orthographic); nothing when the pose is unknown."""
+    if isinstance(angles, dict):  # predict()'s faces
+        angles = [angles.get(k) for k in POSE_NAMES]
+    if angles is None or len(angles) != 3 or not all(a is not None and np.isfinite(a) for a in angles):
+        return
+    rot = rotation_from_angles(*angles)
+    ox, oy = origin
+    for k, color in enumerate(_AXES):
+        d = rot[:, k] * (-1 if k == 2 else 1)  # z drawn out of the face, towards the camera
+        cv2.line(img, (round(ox), round(oy)), (round(ox + length * d[0]), round(oy + length * d[1])), color, thick, cv2.LINE_AA)
+
+
 def draw(image: np.ndarray, faces: list[dict], status: str = "ok", max_side: int = 1280) -> np.ndarray:
     """A BGR copy of ``image`` (uint8 gray or BGR), downscaled to ``max_side``, with each face's box,
-    keypoints (``[K, 2]`` image pixels) and ``"<emotion> <confidence>"``; ``no face`` when none."""
+    keypoints (``[K, 2]`` image pixels), head pose axes (``pose``: yaw, pitch, roll in degrees) and
+    ``"<emotion> <confidence>"``; ``no face`` when none."""
     img = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     h, w = img.shape[:2]
     s = min(1.0, max_side / max(h, w))
@@ -78,6 +98,7 @@ def draw(image: np.ndarray, faces: list[dict], status: str = "ok", max_side: int
         for px, py in np.asarray(f.get("keypoints", []), np.float64).reshape(-1, 2):
             if np.isfinite(px) and np.isfinite(py):
                 cv2.circle(img, (round(px * s), round(py * s)), r, _POINT, -1, cv2.LINE_AA)
+        _pose_axes(img, f.get("pose"), (x + bw / 2, y + bh / 2), bw / 2, thick)
         if f.get("emotion"):
             _label(img, f"{f['emotion']} {float(f.get('confidence', 0.0)):.2f}", round(x), round(y) - 2, font)
     return img

@@ -12,7 +12,8 @@ A video file has rows per sampled frame: one per face found in it (``ok``), else
 row; ``frame_index``, ``timestamp_s`` and ``track_id`` say which frame and which face. Still images
 have null frame fields.
 
-Schema version 2 (version 1 had no frame fields; its parts keep reading, with those columns null)
+Schema version 3 (version 2 had no pose fields, version 1 no frame fields either; their parts keep
+reading, with those columns null)
 — fields (null where not applicable, e.g. face fields on ``no_face`` rows):
 
 =====================  ==========  =========================================================
@@ -45,6 +46,10 @@ bbox_w, bbox_h         float32     face box size, image pixels
 detector_score         float32     the detector's score, larger = more face-like (``haar``: cascade level
                                    weight; ``mtcnn``: face probability); null when it gives none
 kp_<name>_x, _y        float32     each keypoint in image pixels (pixel centres: column, row)
+yaw_deg                float32     head pose from the keypoints (facepipe/faces/pose.py), degrees: > 0 the face
+                                   turns to the subject's left (nose towards the image's right)
+pitch_deg              float32     > 0 the face tilts up
+roll_deg               float32     > 0 the face is turned counter-clockwise in the image
 emotion                string      most probable class
 emotion_confidence     float32     its probability
 prob_<class>           float32     softmax probability of each class (sum to 1)
@@ -68,9 +73,11 @@ import pyarrow as pa
 
 import facepipe
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "FILE_STATUS_ORDER", "file_status", "keypoint_columns", "prob_column", "build_schema", "rows_to_table", "describe_fields"]
+__all__ = ["SCHEMA_VERSION", "POSE_COLUMNS", "STATUSES", "FILE_STATUS_ORDER", "file_status", "keypoint_columns", "prob_column", "build_schema", "rows_to_table", "describe_fields"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: Head pose columns (schema version 3), degrees, in :data:`facepipe.faces.pose.POSE_NAMES` order.
+POSE_COLUMNS = ("yaw_deg", "pitch_deg", "roll_deg")
 STATUSES = ("ok", "no_face", "error")
 #: A file with many rows (a video) has the first of these among its rows' statuses: ``ok`` with
 #: any face, else ``no_face`` with any faceless frame, else an error (the job's ``error_repeated``:
@@ -132,6 +139,7 @@ def build_schema(keypoint_names: list[str], class_names: list[str]) -> pa.Schema
     fields = [(n, t, d) for n, t, d in _BASE_HEAD]
     for name, (cx, cy) in zip(keypoint_names, keypoint_columns(keypoint_names)):
         fields += [(cx, pa.float32(), f"{name} x, image pixels"), (cy, pa.float32(), f"{name} y, image pixels")]
+    fields += [(c, pa.float32(), f"head pose {c[:-4]}, degrees (facepipe/faces/pose.py)") for c in POSE_COLUMNS]
     fields += [("emotion", pa.string(), "most probable class"), ("emotion_confidence", pa.float32(), "its probability")]
     fields += [(prob_column(c), pa.float32(), f"probability of {c}") for c in class_names]
     fields += _BASE_TAIL
@@ -210,6 +218,9 @@ def rows_to_table(rows: dict[str, np.ndarray], schema: pa.Schema, *, run_id: str
     for k, (cx, cy) in enumerate(keypoint_columns(kp_names)):
         cols[cx] = _masked(kps[:, k, 0], no_kp, pa.float32())
         cols[cy] = _masked(kps[:, k, 1], no_kp, pa.float32())
+    pose = np.asarray(rows.get("pose", np.full((n, 3), np.nan)), np.float32).reshape(n, 3)
+    for j, name in enumerate(POSE_COLUMNS):
+        cols[name] = _masked(pose[:, j], not_ok | ~np.isfinite(pose[:, j]), pa.float32())
     probs = np.asarray(rows["probs"], np.float32).reshape(n, len(class_names))
     no_em = not_ok | ~np.isfinite(probs).all(axis=1)
     cols["emotion"] = pa.array([None if skip else str(v) for v, skip in zip(rows["emotion"], no_em)], pa.string())

@@ -87,7 +87,8 @@ def main(args: argparse.Namespace) -> int:
                 if len(df) and res["faces"][0]["probabilities"]:
                     emotion_timeline(df, out / (Path(path).name + ".timeline.png"), path)
                 continue
-            faces = [{"bbox": f["bbox"], "keypoints": f["keypoints_array"], "emotion": f["emotion"], "confidence": f["confidence"]} for f in res["faces"]]
+            faces = [{"bbox": f["bbox"], "keypoints": f["keypoints_array"], "emotion": f["emotion"], "confidence": f["confidence"],
+                      "pose": f.get("pose")} for f in res["faces"]]
             img = draw(decode_image(Path(path).read_bytes()).image, faces, status=res["status"])
             cv2.imwrite(str(out / (Path(path).stem + ".png")), img)
     return 0
