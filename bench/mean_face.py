@@ -56,17 +56,16 @@ def main(args: argparse.Namespace) -> dict:
         p = rows.points[i].astype(np.float64)
         w, h = 2 * int(np.ceil(p[:, 0].max())) + 2, 2 * int(np.ceil(p[:, 1].max())) + 2  # labels carry no size: a frame holding them
         cam = pose.camera_matrix(w, h)
-        rot = pose._solve(face, p, cam)
-        if rot is None:
+        solved = pose.solve_pose(face, p, cam)
+        if solved is None:
             continue
-        ok, rvec, tvec = cv2.solvePnP(face, p, cam, None, flags=cv2.SOLVEPNP_SQPNP)
-        rvec, tvec = cv2.solvePnPRefineLM(face, p, cam, None, rvec, tvec)
+        rot, rvec, tvec = solved
         proj = cv2.projectPoints(face, rvec, tvec, cam, None)[0][:, 0]
         errs.append(np.hypot(*(proj - p).T).mean() / interocular(p[None], names)[0])
         angles.append(pose.angles_from_rotation(rot))
         m = p[perm].copy()
         m[:, 0] = (w - 1) - m[:, 0]
-        mirrored.append(pose.angles_from_rotation(pose._solve(face, m, cam)))
+        mirrored.append(pose.angles_from_rotation(pose.solve_pose(face, m, cam)[0]))
     errs, angles, mirrored = np.array(errs), np.array(angles), np.array(mirrored)
     result = {
         "bench": "mean_face", "labels": args.labels, "train_faces": int(train.sum()), "dev_faces": int(len(dev)), "solved": int(len(errs)),

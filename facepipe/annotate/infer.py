@@ -21,7 +21,7 @@ from facepipe.faces.detect import DetectorConfig, detector_config
 from facepipe.annotate.prepare import PrepareConfig, model_crops, prepare_items
 from facepipe.annotate.schema import file_status
 from facepipe.faces.decode import COLOR_ORDERS
-from facepipe.faces.pose import MIN_POINTS, POSE_NAMES, head_pose, mean_face
+from facepipe.faces.pose import POSE_NAMES, can_solve, head_pose
 from facepipe.faces.framing import CONTEXT_FACTOR, DEFAULT_MARGIN, DEFAULT_REFINE, BoxModel, refine_passes
 
 __all__ = ["Annotator", "predict", "load_models_meta", "default_model", "keypoints_model_id"]
@@ -101,7 +101,7 @@ class Annotator:
         # their labels (box_from_points), so the crop no longer carries the detector's box noise.
         self.refine = refine_passes(self.kp_meta, refine) if self.kp else 0
         # Head pose needs points the mean face knows (Kaggle's 15 or iBUG's 68); other point sets get none.
-        self.pose = self.kp is not None and sum(n in mean_face() for n in self.keypoint_names) >= MIN_POINTS
+        self.pose = self.kp is not None and can_solve(self.keypoint_names)
         self.model_ids = (keypoints_model_id(self.kp_meta, refine) if self.kp else None, model_id(self.em_meta) if self.em else None)
 
     @property

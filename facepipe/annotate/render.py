@@ -66,8 +66,6 @@ _AXES = ((0, 0, 255), (0, 200, 0), (255, 80, 0))
 def _pose_axes(img: np.ndarray, angles, origin: tuple[float, float], length: float, thick: int) -> None:
     """The face's three axes from ``origin``, rotated by its (yaw, pitch, roll) and drawn as seen
     (orthographic); nothing when the pose is unknown."""
-    if isinstance(angles, dict):  # predict()'s faces
-        angles = [angles.get(k) for k in POSE_NAMES]
     if angles is None or len(angles) != 3 or not all(a is not None and np.isfinite(a) for a in angles):
         return
     rot = rotation_from_angles(*angles)

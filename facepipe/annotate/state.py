@@ -212,7 +212,7 @@ _FEW_VALUES = ("root", "input_root", "status", "error", "run_id", "keypoints_mod
 def read_these_parts(parts: list, columns: list[str] | None = None, filter=None, dictionary: bool = False) -> pa.Table | None:
     """The rows of the given part files (all on one store), or None for no parts; a column some
     parts lack (an older schema) is null in their rows, one that no part has is a KeyError, except
-    the frame and pose columns (:data:`FRAME_FIELDS`, schema versions 2 and 3), null when no part has them. With
+    the columns added since (:data:`ADDED_FIELDS`: frame and pose columns), null when no part has them. With
     ``dictionary`` the few-valued string columns come dictionary-encoded (:func:`_plain` turns them
     back), for a reader that keeps a whole history.
 
@@ -232,7 +232,7 @@ def read_these_parts(parts: list, columns: list[str] | None = None, filter=None,
             t = pf.read(columns=None if columns is None else [c for c in columns if c in names], use_threads=False)
         tables.append(t.filter(filter) if filter is not None else t)
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    for name, type_ in FRAME_FIELDS.items():
+    for name, type_ in ADDED_FIELDS.items():
         if name not in table.schema.names and (columns is None or name in columns):
             table = table.append_column(name, pa.nulls(table.num_rows, type_))
     if columns is not None:
@@ -370,7 +370,7 @@ def read_annotations(output: str | os.PathLike, latest: bool = True, columns: li
                           na_position="first").reset_index(drop=True)
 
 
-#: The columns a video's rows fill (schema version 2), and the head pose (version 3): null on still
-#: images (frame columns) and in outputs written before them.
-FRAME_FIELDS = {"frame_index": pa.int32(), "timestamp_s": pa.float64(), "track_id": pa.int32(),
+#: Columns added after schema version 1, null in outputs written before them: the frame columns a
+#: video's rows fill (version 2; null on still images too) and the head pose (version 3).
+ADDED_FIELDS = {"frame_index": pa.int32(), "timestamp_s": pa.float64(), "track_id": pa.int32(),
                 "yaw_deg": pa.float32(), "pitch_deg": pa.float32(), "roll_deg": pa.float32()}

@@ -69,6 +69,7 @@ def main(args: argparse.Namespace) -> int:
         import cv2
 
         from facepipe.faces.decode import decode_image
+        from facepipe.faces.pose import POSE_NAMES
         from facepipe.annotate.render import draw
 
         out = Path(args.plot)
@@ -88,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
                     emotion_timeline(df, out / (Path(path).name + ".timeline.png"), path)
                 continue
             faces = [{"bbox": f["bbox"], "keypoints": f["keypoints_array"], "emotion": f["emotion"], "confidence": f["confidence"],
-                      "pose": f.get("pose")} for f in res["faces"]]
+                      "pose": [f["pose"][k] for k in POSE_NAMES] if f.get("pose") else None} for f in res["faces"]]
             img = draw(decode_image(Path(path).read_bytes()).image, faces, status=res["status"])
             cv2.imwrite(str(out / (Path(path).stem + ".png")), img)
     return 0

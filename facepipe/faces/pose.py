@@ -31,7 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["MEAN_FACE", "POSE_NAMES", "PoseError", "mean_face", "head_pose", "rotation_from_angles", "angles_from_rotation", "fit_mean_face"]
+__all__ = ["MEAN_FACE", "POSE_NAMES", "PoseError", "mean_face", "can_solve", "head_pose", "solve_pose",
+           "rotation_from_angles", "angles_from_rotation", "fit_mean_face"]
 
 MEAN_FACE = Path(__file__).resolve().parent / "mean_face.json"
 #: The pose outputs, in order.
@@ -49,6 +50,12 @@ def mean_face(path: str | None = None) -> dict[str, np.ndarray]:
     """``{point name: float64 [3]}`` of the shipped mean face (or of ``path``), model units ~ mm."""
     data = json.loads(Path(path or MEAN_FACE).read_text())
     return {k: np.asarray(v, np.float64) for k, v in data["points"].items()}
+
+
+def can_solve(names: list[str] | tuple[str, ...]) -> bool:
+    """Whether points named ``names`` hold enough of the mean face (:data:`MIN_POINTS`) for a pose."""
+    face = mean_face()
+    return sum(n in face for n in names) >= MIN_POINTS
 
 
 def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -84,7 +91,7 @@ def head_pose(points: np.ndarray, names: list[str] | tuple[str, ...], sizes: np.
     """
     face = mean_face()
     known = [i for i, n in enumerate(names) if n in face]
-    if len(known) < MIN_POINTS:
+    if not can_solve(names):
         raise PoseError(f"only {len(known)} of the points {list(names)[:4]}... are on the mean face: need {MIN_POINTS} for a pose")
     model = np.stack([face[names[i]] for i in known])
     pts = np.asarray(points, np.float64)[:, known, :]
@@ -93,16 +100,16 @@ def head_pose(points: np.ndarray, names: list[str] | tuple[str, ...], sizes: np.
     for i, (p, (w, h)) in enumerate(zip(pts, sizes)):
         if not np.isfinite(p).all() or w <= 0 or h <= 0:
             continue
-        rot = _solve(model, p, camera_matrix(int(w), int(h)))
-        if rot is not None:
-            out[i] = angles_from_rotation(rot)
+        solved = solve_pose(model, p, camera_matrix(int(w), int(h)))
+        if solved is not None:
+            out[i] = angles_from_rotation(solved[0])
     return out
 
 
-def _solve(model: np.ndarray, image_points: np.ndarray, cam: np.ndarray) -> np.ndarray | None:
-    """The rotation mapping ``model`` onto ``image_points``: SQPnP (a global solver, no initial guess
-    to go wrong), refined by Levenberg-Marquardt on the reprojection error; None if it fails or
-    puts the face behind the camera."""
+def solve_pose(model: np.ndarray, image_points: np.ndarray, cam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(rotation [3, 3], rvec, tvec)`` mapping ``model`` ``[K, 3]`` onto ``image_points`` ``[K, 2]``:
+    SQPnP (a global solver, no initial guess to go wrong), refined by Levenberg-Marquardt on the
+    reprojection error; None if it fails or puts the face behind the camera."""
     obj, img = np.ascontiguousarray(model), np.ascontiguousarray(image_points)
     try:
         ok, rvec, tvec = cv2.solvePnP(obj, img, cam, None, flags=cv2.SOLVEPNP_SQPNP)
@@ -113,7 +120,7 @@ def _solve(model: np.ndarray, image_points: np.ndarray, cam: np.ndarray) -> np.n
         return None
     if not np.isfinite(tvec).all() or tvec[2, 0] <= 0:
         return None
-    return cv2.Rodrigues(rvec)[0]
+    return cv2.Rodrigues(rvec)[0], rvec, tvec
 
 
 def fit_mean_face(points: np.ndarray, names: list[str], flip_permutation: np.ndarray, eye_distance: float = 63.0) -> np.ndarray:
