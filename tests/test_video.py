@@ -257,7 +257,7 @@ def test_a_truncated_video_keeps_its_frames_adds_an_error_row_and_is_not_retried
     (inp / "cut.mp4").write_bytes(data[: len(data) // 2])
     write_video(inp / "long.mkv", frames, fps=10, fmt="mkv")  # 24 frames to sample: cut by --max-frames
     out = tmp_path / "out"
-    summary = annotate([inp], out, plots="none", local=True, fps=5, max_frames=20)
+    summary = annotate([inp], out, plots="video", local=True, fps=5, max_frames=20)
     df = read_annotations(out)
     cut = df[df["path"] == "cut.mp4"]
     errors = cut[cut["status"] == "error"]
@@ -271,6 +271,22 @@ def test_a_truncated_video_keeps_its_frames_adds_an_error_row_and_is_not_retried
     limit = long[long["status"] == "error"]["error"].tolist()
     assert len(limit) == 1 and "--max-frames" in limit[0] and "limit of 20 frames" in limit[0]
     assert summary["run"]["videos"] == 2 and summary["run"]["video_frames"] == good["frame_index"].nunique() + 20
+    # --plots video: each video's sampled frames, drawn, at their own times (the cut one up to the damage)
+    for name, rows in (("cut.mp4", good), ("long.mkv", long[long["status"] != "error"])):
+        copy = (out / "plots" / "in" / (name + ".annotated.mp4")).read_bytes()
+        assert _timestamps(copy, None) == pytest.approx(sorted(rows["timestamp_s"].unique()), abs=2e-3), name
+        assert f"plots/in/{name}.annotated.mp4" in summary["plots"]
+    face = good[good["status"] == "ok"].iloc[0]
+    x, y0, y1 = round(face["bbox_x"]), round(face["bbox_y"] + 0.2 * face["bbox_h"]), round(face["bbox_y"] + 0.8 * face["bbox_h"])
+
+    def greener(video: bytes) -> float:
+        """How much greener than red and blue the face box's left edge is, in the face's frame."""
+        img = next(f for f in sample_frames(video)[1] if abs(f.timestamp_s - face["timestamp_s"]) < 1e-3).image.astype(int)
+        edge = img[y0:y1, x - 1:x + 2]
+        return float((edge[..., 1] - edge[..., [0, 2]].mean(-1)).mean())
+
+    drawn, original = greener((out / "plots" / "in" / "cut.mp4.annotated.mp4").read_bytes()), greener(data)
+    assert drawn > original + 20, (drawn, original)  # the box is drawn in green
     # the files gave what they could: a rerun leaves them as they are
     again = annotate([inp], out, plots="none", local=True, fps=5, max_frames=20)
     assert again["run"]["annotated"] == 0

@@ -18,7 +18,7 @@ __all__ = ["AnnotateConfig", "AnnotateError", "PLOT_CHOICES", "LOCAL_MAX_FILES",
 
 #: The models annotation can run (a subset with ``tasks``).
 TASK_NAMES = ("keypoints", "emotion")
-PLOT_CHOICES = ("all", "none", "sample")
+PLOT_CHOICES = ("all", "none", "sample", "video")
 #: Up to this many new files, and with no Ray cluster to join, a run stays in this process: starting
 #: Ray costs tens of seconds on a small machine, the in-process stages ~20-25 ms per photo on 2 cores.
 LOCAL_MAX_FILES = 200
@@ -59,7 +59,9 @@ class AnnotateConfig:
         "training framed faces from their labels, and predict again (0: one pass; models without that framing make one pass)",
         metavar="N"))
     # --- output
-    plots: str = field(default="sample", metadata=field_meta("annotated copies of all images, none, or a sample", choices=PLOT_CHOICES,
+    plots: str = field(default="sample", metadata=field_meta(
+        "annotated copies of all images, none, or a sample; video: all, and an annotated copy of each video this run "
+        "annotated (its sampled frames drawn, an MP4 at their times)", choices=PLOT_CHOICES,
                                                              metavar="{" + ",".join(PLOT_CHOICES) + "}"))
     plot_samples: int = field(default=25, metadata=field_meta("images drawn with --plots sample", metavar="N"))
     part_images: int = field(default=500, metadata=field_meta("images per Parquet part file", metavar="N"))

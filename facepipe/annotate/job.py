@@ -4,8 +4,9 @@ atomic Parquet parts → annotated images and summary plots → ``summary.json``
 Output folder layout::
 
     OUT/annotations/part-<run_id>-<seq>.parquet   the dataset (schema: facepipe.annotate.schema)
-    OUT/plots/<root>/<path>.jpg                   annotated copies (--plots all | sample)
-    OUT/plots/<root>/<path>.timeline.png          each video's face tracks' emotions over time (--plots all | sample)
+    OUT/plots/<root>/<path>.jpg                   annotated copies (--plots all | sample | video)
+    OUT/plots/<root>/<path>.timeline.png          each video's face tracks' emotions over time (--plots all | sample | video)
+    OUT/plots/<root>/<path>.annotated.mp4         each video's sampled frames drawn (--plots video)
     OUT/summary_emotions.png, summary_faces_per_image.png, summary_status.png
     OUT/summary.json                              this run and the whole dataset in numbers
     OUT/.annotate.lock                            held while a run writes
@@ -42,7 +43,7 @@ from facepipe.faces.detect import DetectorConfig, detector_config, get_detector
 from facepipe.annotate.infer import Annotator, default_model, keypoints_model_id, load_models_meta
 from facepipe.annotate.listing import list_files, real_name
 from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
-from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch
+from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch, render_video_batch
 from facepipe.annotate.schema import POSE_COLUMNS, SCHEMA_VERSION, build_schema, file_status, keypoint_columns, rows_to_table
 from facepipe.annotate.state import STATE_COLUMNS, committed_parts, current_view, read_these_parts, state_of
 from facepipe.annotate.writer import OutputFull, PartWriter, atomic_write_bytes, dataset_dir, out_of_space, output_lock, remove_temporaries
@@ -488,25 +489,34 @@ def _plot_items(run: _Run, cfg: AnnotateConfig, view: pa.Table | None, new_parts
 
 
 def _plots(run: _Run, cfg: AnnotateConfig, view: pa.Table | None, new_parts: list) -> list[str]:
-    """Annotated copies (see :func:`_plot_items`); their paths relative to OUT."""
+    """Annotated copies (see :func:`_plot_items`), each video's timeline, and with ``video`` each
+    video's annotated copy (:func:`_video_items`); their paths relative to OUT."""
     if cfg.plots == "none":
         return []
-    output = run.output
-    timelines = _timelines(run, new_parts)
-    items = _plot_items(run, cfg, view, new_parts)
+    written = _timelines(run, new_parts)
+    written += _render(run, cfg, _plot_items(run, cfg, view, new_parts), render_batch, 8)
+    if cfg.plots == "video":
+        written += _render(run, cfg, _video_items(run, cfg, new_parts), render_video_batch, 1)
+    return written
+
+
+def _render(run: _Run, cfg: AnnotateConfig, items: list[dict], fn, batch_size: int) -> list[str]:
+    """``fn`` (a render stage) over ``items``, in this process or as Ray Data tasks; the files
+    written, relative to OUT. Failures are counted and said, never raised."""
     if not items:
-        return timelines
+        return []
+    output = run.output
     if run.local:
-        batches = (render_batch({k: np.array([it[k] for it in items[i : i + 8]], dtype=object) for k in items[0]}, output=str(output))
-                   for i in range(0, len(items), 8))
+        batches = (fn({k: np.array([it[k] for it in items[i : i + batch_size]], dtype=object) for k in items[0]}, output=str(output))
+                   for i in range(0, len(items), batch_size))
     else:
         import ray
 
         from facepipe.runtime import init_ray
 
         init_ray(num_cpus=cfg.num_cpus, progress=cfg.progress, quiet=not cfg.verbose)
-        ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / 8)))
-        ds = ds.map_batches(render_batch, fn_kwargs={"output": str(output)}, batch_size=8, batch_format="numpy", num_cpus=0.5)
+        ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / batch_size)))
+        ds = ds.map_batches(fn, fn_kwargs={"output": str(output)}, batch_size=batch_size, batch_format="numpy", num_cpus=0.5)
         batches = ds.iter_batches(batch_size=None, batch_format="numpy")
     written, failed = [], []
     for batch in batches:
@@ -514,7 +524,31 @@ def _plots(run: _Run, cfg: AnnotateConfig, view: pa.Table | None, new_parts: lis
         failed += [e for e in batch["error"] if e]
     if failed:
         run.log(f"annotate: {len(failed)} plots failed (the next run with --plots all draws them), e.g. {failed[0]}")
-    return timelines + _relative(output, written)
+    return _relative(output, written)
+
+
+def _video_items(run: _Run, cfg: AnnotateConfig, new_parts: list) -> list[dict]:
+    """What :func:`facepipe.annotate.render.render_video_batch` draws: each video this run annotated,
+    with its sampled frames' faces."""
+    if not run.counts["videos"]:
+        return []
+    from facepipe.faces.video import VIDEO_FORMATS
+
+    kp_cols = keypoint_columns(run.kp_meta["keypoint_names"])
+    cols = ["root", "path", "input_root", "status", "image_format", "frame_index", "timestamp_s", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "emotion",
+            "emotion_confidence", *POSE_COLUMNS, *(c for pair in kp_cols for c in pair)]
+    t = read_these_parts(new_parts, cols, filter=pc.field("image_format").isin(list(VIDEO_FORMATS)) & pc.field("frame_index").is_valid())
+    if t is None or t.num_rows == 0:
+        return []
+    frames: dict[tuple[str, str], dict[int, list[dict]]] = {}
+    for r in t.to_pylist():
+        frames.setdefault((r["root"], r["path"], r["input_root"]), {}).setdefault(r["frame_index"], []).append(r)
+    return [
+        {"abs_path": os.path.join(k[2], real_name(k[1])), "root": k[0], "path": k[1], "fps": cfg.fps, "max_frames": cfg.max_frames or 0,
+         "frames_json": json.dumps([[i, g[0]["timestamp_s"], file_status([r["status"] for r in g]), json.loads(_faces_json(g, kp_cols))]
+                                    for i, g in sorted(v.items())])}
+        for k, v in sorted(frames.items())
+    ]
 
 
 def _relative(output, written: list) -> list[str]:

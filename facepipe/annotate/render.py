@@ -2,7 +2,8 @@
 
 :func:`draw` works on one decoded image; :func:`render_batch` is the Ray Data function that
 re-reads files and writes ``OUT/plots/<root>/<path>.jpg`` (mirroring the input tree,
-:func:`plot_path`). Summary bar charts use
+:func:`plot_path`); :func:`render_video_batch` re-decodes videos and writes each one's sampled
+frames, drawn, as ``OUT/plots/<root>/<path>.annotated.mp4`` (``--plots video``). Summary bar charts use
 ``facepipe.plots.bar_counts``.
 """
 from __future__ import annotations
@@ -16,10 +17,10 @@ import numpy as np
 
 from facepipe import storage
 from facepipe.faces.decode import decode_image
-from facepipe.faces.pose import POSE_NAMES, rotation_from_angles
+from facepipe.faces.pose import rotation_from_angles
 from facepipe.annotate.writer import atomic_write_bytes
 
-__all__ = ["PLOTS_DIR", "plot_path", "draw", "render_batch"]
+__all__ = ["PLOTS_DIR", "VIDEO_SUFFIX", "plot_path", "draw", "render_batch", "render_video_batch"]
 
 PLOTS_DIR = "plots"
 
@@ -31,6 +32,8 @@ _TEXT_BG = (30, 30, 30)
 #: Longest file name (bytes) most file systems take (Linux NAME_MAX).
 NAME_MAX = 255
 PLOT_SUFFIX = ".jpg"
+#: The annotated copy of a video (``--plots video``).
+VIDEO_SUFFIX = ".annotated.mp4"
 
 
 def plot_path(output: str | os.PathLike, root: str, path: str, suffix: str = PLOT_SUFFIX) -> Path | str:
@@ -118,6 +121,56 @@ def render_batch(batch: dict[str, np.ndarray], output: str, max_side: int = 1280
                 raise OSError("JPEG encoding failed")
             dest = plot_path(output, str(root), str(path))
             atomic_write_bytes(dest, buf.tobytes())
+            written.append(str(dest))
+            errors.append("")
+        except Exception as e:  # noqa: BLE001 - a plot failure never fails the job
+            written.append("")
+            errors.append(f"{type(e).__name__}: {e}")
+    return {"written": np.array(written, dtype=object), "error": np.array(errors, dtype=object)}
+
+
+def render_video_batch(batch: dict[str, np.ndarray], output: str, max_side: int = 1280) -> dict[str, np.ndarray]:
+    """Ray Data stage: videos (abs_path, root, path, fps, max_frames, frames_json) → their annotated
+    copies, ``OUT/plots/<root>/<path>.annotated.mp4``.
+
+    ``frames_json``: ``[[frame_index, timestamp_s, status, faces], ...]`` of the frames the job
+    sampled (faces as :func:`draw` takes them). The video is sampled again the same way and each of
+    those frames drawn and encoded at its own presentation time. Returns ``written`` and ``error``
+    per video, as :func:`render_batch`; a failure never raises.
+    """
+    import io
+
+    from facepipe.faces.video import VideoError, sample_frames, write_video
+
+    cv2.setNumThreads(1)
+    written, errors = [], []
+    for abs_path, root, path, fps, max_frames, frames_json in zip(batch["abs_path"], batch["root"], batch["path"], batch["fps"],
+                                                                  batch["max_frames"], batch["frames_json"]):
+        try:
+            wanted = {int(i): (float(t), str(st), faces) for i, t, st, faces in json.loads(frames_json)}
+            _, frames = sample_frames(storage.read_bytes(abs_path), fps=float(fps) or None,
+                                      max_frames=int(max_frames) if int(max_frames) > 0 else None)
+            times: list[float] = []
+
+            def drawn():
+                try:
+                    for f in frames:
+                        if f.index in wanted:
+                            t, st, faces = wanted[f.index]
+                            times.append(t)
+                            yield draw(f.image, faces, status=st, max_side=max_side)
+                        if len(times) == len(wanted):
+                            return
+                except VideoError:  # damage after the good frames (the rows' error row says where): those frames only
+                    return
+
+            buf = io.BytesIO()
+            # times_s is read frame by frame as the generator fills it
+            n = write_video(buf, drawn(), fps=float(fps) or 25.0, fmt="mp4", times_s=times)
+            if n == 0:
+                raise OSError("none of the annotated frames could be decoded again")
+            dest = plot_path(output, str(root), str(path), suffix=VIDEO_SUFFIX)
+            atomic_write_bytes(dest, buf.getvalue())
             written.append(str(dest))
             errors.append("")
         except Exception as e:  # noqa: BLE001 - a plot failure never fails the job
