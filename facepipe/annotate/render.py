@@ -105,28 +105,38 @@ def draw(image: np.ndarray, faces: list[dict], status: str = "ok", max_side: int
     return img
 
 
+def _write_each(items, render) -> dict[str, np.ndarray]:
+    """``render(*item)`` → ``(destination, bytes)`` for each item, written atomically. Returns
+    ``written`` (path or ``""``) and ``error`` per item; a failure never raises (a plot never fails
+    the job)."""
+    cv2.setNumThreads(1)
+    written, errors = [], []
+    for item in items:
+        try:
+            dest, data = render(*item)
+            atomic_write_bytes(dest, data)
+            written.append(str(dest))
+            errors.append("")
+        except Exception as e:  # noqa: BLE001 - see above
+            written.append("")
+            errors.append(f"{type(e).__name__}: {e}")
+    return {"written": np.array(written, dtype=object), "error": np.array(errors, dtype=object)}
+
+
 def render_batch(batch: dict[str, np.ndarray], output: str, max_side: int = 1280) -> dict[str, np.ndarray]:
     """Ray Data stage: rows (abs_path, root, path, status, faces_json) → written plot files.
 
     Returns ``written`` (plot path or ``""``) and ``error`` per row; a failure never raises.
     """
-    cv2.setNumThreads(1)
-    written, errors = [], []
-    for abs_path, root, path, status, faces_json in zip(batch["abs_path"], batch["root"], batch["path"], batch["status"], batch["faces_json"]):
-        try:
-            dec = decode_image(storage.read_bytes(abs_path))
-            img = draw(dec.image, json.loads(faces_json), status=str(status), max_side=max_side)
-            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            if not ok:
-                raise OSError("JPEG encoding failed")
-            dest = plot_path(output, str(root), str(path))
-            atomic_write_bytes(dest, buf.tobytes())
-            written.append(str(dest))
-            errors.append("")
-        except Exception as e:  # noqa: BLE001 - a plot failure never fails the job
-            written.append("")
-            errors.append(f"{type(e).__name__}: {e}")
-    return {"written": np.array(written, dtype=object), "error": np.array(errors, dtype=object)}
+    def image_plot(abs_path, root, path, status, faces_json) -> tuple[Path | str, bytes]:
+        dec = decode_image(storage.read_bytes(abs_path))
+        img = draw(dec.image, json.loads(faces_json), status=str(status), max_side=max_side)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            raise OSError("JPEG encoding failed")
+        return plot_path(output, str(root), str(path)), buf.tobytes()
+
+    return _write_each(zip(batch["abs_path"], batch["root"], batch["path"], batch["status"], batch["faces_json"]), image_plot)
 
 
 def render_video_batch(batch: dict[str, np.ndarray], output: str, max_side: int = 1280) -> dict[str, np.ndarray]:
@@ -142,38 +152,29 @@ def render_video_batch(batch: dict[str, np.ndarray], output: str, max_side: int 
 
     from facepipe.faces.video import VideoError, sample_frames, write_video
 
-    cv2.setNumThreads(1)
-    written, errors = [], []
-    for abs_path, root, path, fps, max_frames, frames_json in zip(batch["abs_path"], batch["root"], batch["path"], batch["fps"],
-                                                                  batch["max_frames"], batch["frames_json"]):
-        try:
-            wanted = {int(i): (float(t), str(st), faces) for i, t, st, faces in json.loads(frames_json)}
-            _, frames = sample_frames(storage.read_bytes(abs_path), fps=float(fps) or None,
-                                      max_frames=int(max_frames) if int(max_frames) > 0 else None)
-            times: list[float] = []
+    def video_plot(abs_path, root, path, fps, max_frames, frames_json) -> tuple[Path | str, bytes]:
+        wanted = {int(i): (float(t), str(st), faces) for i, t, st, faces in json.loads(frames_json)}
+        _, frames = sample_frames(storage.read_bytes(abs_path), fps=float(fps) or None,
+                                  max_frames=int(max_frames) if int(max_frames) > 0 else None)
+        times: list[float] = []
 
-            def drawn():
-                try:
-                    for f in frames:
-                        if f.index in wanted:
-                            t, st, faces = wanted[f.index]
-                            times.append(t)
-                            yield draw(f.image, faces, status=st, max_side=max_side)
-                        if len(times) == len(wanted):
-                            return
-                except VideoError:  # damage after the good frames (the rows' error row says where): those frames only
-                    return
+        def drawn():
+            try:
+                for f in frames:
+                    if f.index in wanted:
+                        t, st, faces = wanted[f.index]
+                        times.append(t)
+                        yield draw(f.image, faces, status=st, max_side=max_side)
+                    if len(times) == len(wanted):
+                        return
+            except VideoError:  # damage after the good frames (the rows' error row says where): those frames only
+                return
 
-            buf = io.BytesIO()
-            # times_s is read frame by frame as the generator fills it
-            n = write_video(buf, drawn(), fps=float(fps) or 25.0, fmt="mp4", times_s=times)
-            if n == 0:
-                raise OSError("none of the annotated frames could be decoded again")
-            dest = plot_path(output, str(root), str(path), suffix=VIDEO_SUFFIX)
-            atomic_write_bytes(dest, buf.getvalue())
-            written.append(str(dest))
-            errors.append("")
-        except Exception as e:  # noqa: BLE001 - a plot failure never fails the job
-            written.append("")
-            errors.append(f"{type(e).__name__}: {e}")
-    return {"written": np.array(written, dtype=object), "error": np.array(errors, dtype=object)}
+        buf = io.BytesIO()
+        # write_video reads times_s[n] once it has frame n, which the generator appended
+        if write_video(buf, drawn(), fps=float(fps) or 25.0, fmt="mp4", times_s=times) == 0:
+            raise OSError("none of the annotated frames could be decoded again")
+        return plot_path(output, str(root), str(path), suffix=VIDEO_SUFFIX), buf.getvalue()
+
+    return _write_each(zip(batch["abs_path"], batch["root"], batch["path"], batch["fps"], batch["max_frames"], batch["frames_json"]),
+                       video_plot)
