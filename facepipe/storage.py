@@ -4,7 +4,8 @@ A location is a plain path (``photos/``, ``/data/out``) or a URI that :func:`pya
 resolves: ``s3://bucket/prefix``, ``gs://bucket/prefix``, ``file:///abs/path``. Credentials and endpoints
 come from where the AWS CLI and Ray take them (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
 ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, instance and pod roles; for GCS the application default
-credentials): this module passes nothing of its own.
+credentials, and ``STORAGE_EMULATOR_HOST`` for an emulator, as the Google client libraries take it):
+this module passes nothing of its own.
 
 What each store guarantees, and how this module uses it:
 
@@ -70,7 +71,12 @@ def _filesystem(scheme: str, bucket: str):
     import pyarrow.fs as pafs
 
     try:
-        fs, _ = pafs.FileSystem.from_uri(f"{scheme}://{bucket}/")
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST") if scheme == "gs" else None
+        if emulator:  # the Google client libraries' rule: a GCS emulator at that address, no credentials
+            http, _, host = emulator.rpartition("://")
+            fs = pafs.GcsFileSystem(anonymous=True, endpoint_override=host.rstrip("/"), scheme=http or "http")
+        else:
+            fs, _ = pafs.FileSystem.from_uri(f"{scheme}://{bucket}/")
     except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for a bad URI
         if "Unrecognized filesystem type" in str(e):
             raise StorageError(f"{scheme}://{bucket}: unknown storage scheme '{scheme}' (give a local path, or an s3:// or gs:// URI)") from None

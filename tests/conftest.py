@@ -73,6 +73,53 @@ def bucket(s3_server) -> str:
 
 
 @pytest.fixture(scope="session")
+def gcs_server():
+    """A GCS-protocol server (gcp-storage-emulator, a dev dependency) on loopback for the session,
+    reached as the Google client libraries reach an emulator: ``STORAGE_EMULATOR_HOST``. Yields a
+    function that creates a bucket and returns its ``gs://`` URI."""
+    import json
+    import shutil
+    import urllib.request
+
+    exe = shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).parent)) or shutil.which("gcp-storage-emulator")
+    if exe is None:
+        pytest.skip("gcp-storage-emulator (a dev dependency) is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"facepipe-gcs-{port}.log", "wb")
+    proc = subprocess.Popen([exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the GCS test server did not start (see {log.name})") from None
+            time.sleep(0.1)
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+
+    def new_bucket() -> str:
+        name = f"facepipe-{uuid.uuid4().hex[:12]}"
+        req = urllib.request.Request(f"{url}/storage/v1/b?project=test", data=json.dumps({"name": name}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        urllib.request.urlopen(req, timeout=30).read()
+        return f"gs://{name}"
+
+    yield new_bucket
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+    if saved is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = saved
+
+
+@pytest.fixture(scope="session")
 def ray_session(request):
     """A real local Ray with 2 CPUs, started once for the whole session (after the S3 server when
     one is available, so that its workers inherit the server's address)."""

@@ -131,6 +131,34 @@ def test_annotate_s3_to_s3_in_process_then_a_rerun_does_nothing_and_a_changed_ob
     assert sorted(view.path.unique()) == sorted(set(names) - {names[2]})  # the deleted object leaves the current view
 
 
+def test_annotate_gcs_to_gcs_then_a_rerun_does_nothing_and_compaction_keeps_the_view(models, gcs_server, tmp_path):
+    """gs:// through the same storage layer, on a GCS-protocol server (pyarrow's GcsFileSystem)."""
+    from facepipe.annotate import annotate, read_annotations
+    from facepipe.annotate.compact import compact
+
+    gs = gcs_server()
+    write_image_folder(tmp_path / "in", 3)
+    names = upload_folder(tmp_path / "in", f"{gs}/photos")
+    out = f"{gs}/out"
+    s = annotate([f"{gs}/photos"], out, *models, plots="all", local=True, verbose=False)
+    assert s["run"]["annotated"] == 3 and s["run"]["parts_written"] >= 1
+    view = read_annotations(out)
+    assert sorted(view.path.unique()) == sorted(names) and set(view.input_root) == {f"{gs}/photos"}
+    listed = {e.path for e in storage.list_tree(out)[0]}
+    assert "summary.json" in listed and {f"plots/photos/{n}.jpg" for n in names} <= listed
+    again = annotate([f"{gs}/photos"], out, *models, plots="all", local=True, verbose=False)
+    assert again["run"]["already_done"] == 3 and again["run"]["annotated"] == 0 and again["run"]["parts_written"] == 0
+    storage.write_bytes(f"{gs}/photos/{names[0]}", (tmp_path / "in" / names[1]).read_bytes())
+    third = annotate([f"{gs}/photos"], out, *models, plots="none", local=True, verbose=False)
+    assert third["run"]["annotated"] + third["run"]["skipped_same_content"] == 1 and third["run"]["already_done"] == 2
+    before = read_annotations(out).sort_values(["path", "face_index"]).reset_index(drop=True)
+    compact(out)
+    after = read_annotations(out).sort_values(["path", "face_index"]).reset_index(drop=True)
+    assert list(after["sha256"]) == list(before["sha256"]) and len(after) == len(before)
+    with pytest.raises(storage.StorageError):
+        storage.list_tree("gs://facepipe-no-such-bucket/in")
+
+
 @pytest.mark.integration
 def test_annotate_on_ray_reads_objects_in_tasks_and_writes_parts_to_s3(models, bucket, tmp_path, ray_session):
     from facepipe.annotate import annotate, read_annotations
