@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(PY) jobs/demo.py --output demo_output
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 clean-demo:
 	rm -rf demo_output
