@@ -13,6 +13,11 @@ pixels. A photo counts as detected when one of its faces' boxes holds the labell
 training shape (``meta.json`` ``mean_shape``) placed in the same detected box with the same crop:
 what the detector alone gives.
 
+With ``--landmarks 68`` it measures the shipped 68-point model on ``ytf_frames_68.csv``: NME over
+the 68 iBUG points, per region (``per_region_nme``: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47,
+mouth 48-67; same interocular normalisation), and ``as_kaggle15``: the job's derived ``kp_``
+columns against the 15-point labels of the same photos.
+
 Prints progress, then one JSON line last.
 """
 from __future__ import annotations
@@ -34,7 +39,9 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "keypo
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--labels", default=str(SHARED / "ytf_frames_kaggle15.csv"), help="photo labels CSV (default: %(default)s)")
+    p.add_argument("--landmarks", type=int, choices=[15, 68], default=15,
+                   help="the shipped model and labels to measure: 15 Kaggle or 68 iBUG points (default: %(default)s)")
+    p.add_argument("--labels", default=None, help="photo labels CSV (default: ytf_frames_kaggle15.csv, or ytf_frames_68.csv with --landmarks 68, in ../shared)")
     p.add_argument("--images", default=str(SHARED / "frames"), help="folder of the photos (default: %(default)s)")
     p.add_argument("--keypoints-model", default=None, help="keypoint model directory (default: the shipped one)")
     p.add_argument("--emotion-model", default=None,
@@ -82,16 +89,29 @@ def match_faces(df, rows, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.
     return found, pred, boxes
 
 
-def as_kaggle15(args: argparse.Namespace, rows, pred: np.ndarray, found: np.ndarray) -> dict:
-    """NME of an iBUG-68 model's Kaggle-15 points (``kaggle15_from_ibug68``) against the 15-point labels of the same photos."""
+#: iBUG-68 regions, point index ranges.
+REGIONS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48), "mouth": range(48, 68)}
+
+
+def as_kaggle15(args: argparse.Namespace, df, rows) -> dict:
+    """NME of the Kaggle-15 ``kp_`` columns the job derives from an iBUG-68 model's points against
+    the 15-point labels of the same photos."""
+    from facepipe.annotate.schema import derived_keypoints
     from facepipe.data.photos import nme, read_photo_rows
-    from facepipe.data.schema import kaggle15_from_ibug68
 
     labels = read_photo_rows(args.kaggle15_labels, args.images)
+    found, pred, _ = match_faces(df, rows, derived_keypoints(rows.names))
     by_image = {str(name): i for i, name in enumerate(labels.image)}
     take = [by_image[str(name)] for name in rows.image[found]]
-    face, _ = nme(kaggle15_from_ibug68(pred[found], rows.names), labels.points[take].astype(np.float64), labels.names)
-    return {"as_kaggle15": summarise(face, args.max_failure_nme)}
+    face, point = nme(pred[found], labels.points[take].astype(np.float64), labels.names)
+    return {"as_kaggle15": summarise(face, args.max_failure_nme)
+            | {"per_point_nme": {n: round(float(v), 4) for n, v in zip(labels.names, np.nanmean(point, axis=0))}}}
+
+
+def per_region(point_nme: np.ndarray, names: list[str]) -> dict:
+    """Mean NME of each iBUG-68 region's points."""
+    col = {n: i for i, n in enumerate(names)}
+    return {r: round(float(np.nanmean(point_nme[:, [col[f"p{i:02d}"] for i in idx]])), 4) for r, idx in REGIONS.items()}
 
 
 def summarise(nme_face: np.ndarray, threshold: float) -> dict:
@@ -104,9 +124,11 @@ def main(args: argparse.Namespace) -> dict:
     from facepipe.faces.crop import crop_to_image, square_crop
     from facepipe.faces.framing import DEFAULT_MARGIN
     from facepipe.data.photos import model_split_rows, nme
+    from facepipe.data.schema import is_ibug68
     from facepipe.model_dir import read_meta, shipped_model
 
-    kp_model = args.keypoints_model or shipped_model("keypoints")
+    args.labels = args.labels or str(SHARED / ("ytf_frames_68.csv" if args.landmarks == 68 else "ytf_frames_kaggle15.csv"))
+    kp_model = args.keypoints_model or shipped_model("keypoints", args.landmarks)
     if kp_model is None:
         raise SystemExit("no --keypoints-model given and no shipped keypoint model in this installation")
     meta = read_meta(kp_model)
@@ -156,7 +178,8 @@ def main(args: argparse.Namespace) -> dict:
         "failure_rate_counting_missed": round(float((np.sum(face_nme > args.max_failure_nme) + np.sum(~found)) / max(len(rows), 1)), 4),
         "baseline_box_only": summarise(base_nme, args.max_failure_nme),
         "per_point_nme": {n: round(float(v), 4) for n, v in zip(names, np.nanmean(point_nme, axis=0))},
-        **(as_kaggle15(args, rows, pred, found) if "p67" in names else {}),
+        **({"per_region_nme": per_region(point_nme, names), "baseline_per_region_nme": per_region(nme(base, true, names)[1], names),
+            **as_kaggle15(args, df, rows)} if is_ibug68(names) else {}),
         "keypoints_model": str(kp_model),
         "keypoints_model_id": str(df["keypoints_model_id"].dropna().iloc[0]) if df["keypoints_model_id"].notna().any() else None,
         "emotion_model": em_note,

@@ -112,7 +112,20 @@ def check_model_dir(path: str | os.PathLike, task: str | None = None) -> dict:
 SHIPPED = Path(__file__).resolve().parent / "weights"
 
 
-def shipped_model(task: str) -> Path | None:
-    """The shipped model directory for ``task`` (``keypoints`` or ``emotion``), or None if none ships."""
+#: The shipped keypoint model of each landmark set (``--landmarks``): its directory under :data:`SHIPPED`.
+SHIPPED_LANDMARKS = {15: "keypoints", 68: "landmarks68"}
+#: The landmark set a run gets when it names neither a keypoint model nor ``--landmarks``.
+DEFAULT_LANDMARKS = 15
+
+
+def shipped_model(task: str, landmarks: int | None = None) -> Path | None:
+    """The shipped model directory for ``task`` (``keypoints`` or ``emotion``; a keypoint model of
+    ``landmarks`` points, :data:`SHIPPED_LANDMARKS`), or None if none ships. ValueError for a landmark
+    set no model is made for."""
+    if task == "keypoints":
+        n = DEFAULT_LANDMARKS if landmarks is None else int(landmarks)
+        if n not in SHIPPED_LANDMARKS:
+            raise ValueError(f"landmarks must be one of {sorted(SHIPPED_LANDMARKS)}, got {landmarks}")
+        task = SHIPPED_LANDMARKS[n]
     d = SHIPPED / task
     return d if (d / META).is_file() and (d / WEIGHTS).is_file() else None

@@ -231,6 +231,22 @@ def test_schema_fields_and_nulls():
     assert d[1]["status"] == "no_face" and d[1]["face_index"] is None and d[1]["bbox_x"] is None and d[1]["emotion"] is None and d[1]["prob_happy"] is None
 
 
+def test_a_68_point_model_gets_lm_columns_and_the_kaggle_columns_derived_from_them():
+    from facepipe.data.schema import IBUG68_NAMES, IBUG68_TO_KAGGLE15
+
+    schema = build_schema(list(IBUG68_NAMES), list(EMOTIONS))
+    kp = [n for n in schema.names if n.startswith(("kp_", "lm_"))]
+    assert kp == [c for n in IBUG68_TO_KAGGLE15 for c in (f"kp_{n}_x", f"kp_{n}_y")] + [f"lm_{i:02d}_{a}" for i in range(68) for a in "xy"]
+    rows = _rows([("a.png", 1, 0), ("b.png", 0, -1)])
+    rng = np.random.default_rng(0)
+    rows["keypoints"] = rng.uniform(0, 60, (2, 68, 2)).astype(np.float32)
+    d = rows_to_table(rows, schema, run_id="r", timestamp=None, keypoints_model_id="kp", emotion_model_id="em", detector="haar").to_pylist()
+    pts = rows["keypoints"][0]
+    assert d[0]["lm_08_x"] == pts[8, 0] and d[0]["lm_67_y"] == pts[67, 1]
+    assert d[0]["kp_nose_tip_x"] == pytest.approx(pts[30, 0]) and d[0]["kp_left_eye_center_y"] == pytest.approx(pts[42:48, 1].mean(), abs=1e-4)
+    assert d[1]["lm_00_x"] is None and d[1]["kp_nose_tip_x"] is None  # no face, no points
+
+
 def test_part_writer_commits_complete_images_atomically(tmp_path):
     schema = build_schema(KeypointSchema.kaggle().names, list(EMOTIONS))
     out = tmp_path / "out"

@@ -13,12 +13,15 @@ from typing import Any
 
 from facepipe.faces.framing import DEFAULT_MARGIN, DEFAULT_REFINE
 from facepipe.flags import field_meta
+from facepipe.model_dir import SHIPPED_LANDMARKS
 
-__all__ = ["AnnotateConfig", "AnnotateError", "PLOT_CHOICES", "LOCAL_MAX_FILES", "TASK_NAMES"]
+__all__ = ["AnnotateConfig", "AnnotateError", "PLOT_CHOICES", "LANDMARK_CHOICES", "LOCAL_MAX_FILES", "TASK_NAMES"]
 
 #: The models annotation can run (a subset with ``tasks``).
 TASK_NAMES = ("keypoints", "emotion")
 PLOT_CHOICES = ("all", "none", "sample", "video")
+#: The landmark sets a model ships for (``--landmarks``).
+LANDMARK_CHOICES = tuple(sorted(SHIPPED_LANDMARKS))
 #: Up to this many new files, and with no Ray cluster to join, a run stays in this process: starting
 #: Ray costs tens of seconds on a small machine, the in-process stages ~20-25 ms per photo on 2 cores.
 LOCAL_MAX_FILES = 200
@@ -50,6 +53,10 @@ class AnnotateConfig:
     # --- models and crops
     tasks: tuple[str, ...] = field(default=TASK_NAMES, metadata=field_meta(
         "the models to run: keypoints, emotion or both (a task left out gets empty columns)", choices=TASK_NAMES, metavar="TASK"))
+    landmarks: int | None = field(default=None, metadata=field_meta(
+        "the shipped keypoint model to run: the 15 Kaggle points, or the 68 iBUG points (its Parquet adds lm_00_x..lm_67_y and "
+        "derives the 15 kp_ columns from them); with --keypoints-model, that model's point count must match",
+        default_text="15", choices=LANDMARK_CHOICES, metavar="{" + ",".join(map(str, LANDMARK_CHOICES)) + "}"))
     batch_size: int = field(default=64, metadata=field_meta("faces per model forward pass", metavar="B"))
     margin: float = field(default=DEFAULT_MARGIN, metadata=field_meta(
         "crop margin around a face box, fraction of its side per edge, for models whose meta.json records no framing "
@@ -86,6 +93,8 @@ class AnnotateConfig:
         problems = []
         if not self.tasks or any(t not in TASK_NAMES for t in self.tasks):
             problems.append(f"tasks must be among {TASK_NAMES}, got {list(self.tasks)}")
+        if self.landmarks is not None and self.landmarks not in LANDMARK_CHOICES:
+            problems.append(f"landmarks must be one of {LANDMARK_CHOICES}, got {self.landmarks}")
         if self.plots not in PLOT_CHOICES:
             problems.append(f"plots must be one of {PLOT_CHOICES}, got {self.plots!r}")
         if not 0 <= int(self.refine) <= 5:

@@ -19,7 +19,7 @@ import numpy as np
 from facepipe.faces.crop import context_square, crop_resize, crop_to_image, square_crop, square_in_crop
 from facepipe.faces.detect import DetectorConfig, detector_config
 from facepipe.annotate.prepare import PrepareConfig, model_crops, prepare_items
-from facepipe.annotate.schema import file_status
+from facepipe.annotate.schema import file_status, named_points
 from facepipe.faces.decode import COLOR_ORDERS
 from facepipe.faces.pose import POSE_NAMES, can_solve, head_pose
 from facepipe.faces.framing import CONTEXT_FACTOR, DEFAULT_MARGIN, DEFAULT_REFINE, BoxModel, refine_passes
@@ -36,18 +36,28 @@ def keypoints_model_id(kp_meta: dict, refine: int) -> str:
     return model_id(kp_meta) + (f"+refine{passes}" if passes else "")
 
 
-def default_model(task: str, path: str | os.PathLike | None) -> str | os.PathLike:
+def default_model(task: str, path: str | os.PathLike | None, landmarks: int | None = None) -> str | os.PathLike:
     """``path`` (a directory on an object store: its local copy, :func:`facepipe.storage.local_copy`),
-    or the model shipped in the package for ``task`` when ``path`` is None."""
+    or the model shipped in the package for ``task`` when ``path`` is None (for ``keypoints``, the
+    one of ``landmarks`` points, :data:`facepipe.model_dir.SHIPPED_LANDMARKS`). FileNotFoundError
+    when none ships; ValueError for an unknown landmark set, or a given keypoint model whose point
+    count is not ``landmarks``."""
+    from facepipe.model_dir import read_meta, shipped_model
+
     if path is not None:
         from facepipe import storage
 
-        return storage.local_copy(path)
-    from facepipe.model_dir import shipped_model
-
-    shipped = shipped_model(task)
+        local = storage.local_copy(path)
+        if task == "keypoints" and landmarks is not None:
+            names = read_meta(local).get("keypoint_names") or []
+            if len(names) != int(landmarks):
+                raise ValueError(f"{path}: a keypoint model of {len(names)} points, but {landmarks} landmarks were asked for "
+                                 "(give the model or --landmarks, not both)")
+        return local
+    shipped = shipped_model(task, landmarks if task == "keypoints" else None)
     if shipped is None:
-        raise FileNotFoundError(f"no {task} model given and this installation ships none: pass a model directory")
+        which = f"{task} model" if task != "keypoints" or landmarks is None else f"{landmarks}-point keypoint model"
+        raise FileNotFoundError(f"no {which} given and this installation ships none: pass a model directory")
     return shipped
 
 
@@ -191,6 +201,7 @@ def predict(
     tasks: tuple[str, ...] | list[str] = ("keypoints", "emotion"),
     refine: int = DEFAULT_REFINE,
     fps: float = 5.0,
+    landmarks: int | None = None,
 ):
     """Keypoints and emotion for every face in ``images``, in this process (no Ray).
 
@@ -200,7 +211,8 @@ def predict(
     With ``as_frame`` the result is a pandas DataFrame with the annotation job's Parquet columns
     (:mod:`.schema`), one row per face and one per image without a face or that failed. Models
     are model directories (loaded once per process and cached) or a ready ``annotator``; a model
-    not given is the one shipped in the package (``facepipe/weights/<task>``). With ``detect=False`` each image
+    not given is the one shipped in the package (``facepipe/weights/<task>``; ``landmarks`` 15 or 68
+    picks the shipped keypoint model of that many points, default 15). With ``detect=False`` each image
     is taken as one face crop (like the Kaggle / FER2013 images) instead of running the detector.
     ``detector``: a detector name (``"haar"``, ``"mtcnn"``), config or dict
     (:func:`facepipe.faces.detect.detector_config`; default: Haar with its defaults).
@@ -227,7 +239,7 @@ def predict(
     if color not in COLOR_ORDERS:
         raise ValueError(f"color must be one of {COLOR_ORDERS}, got {color!r}")
     if annotator is None:
-        keypoints_model = default_model("keypoints", keypoints_model)
+        keypoints_model = default_model("keypoints", keypoints_model, landmarks)
         emotion_model = default_model("emotion", emotion_model)
         annotator = _cached_annotator(str(Path(keypoints_model).resolve()), str(Path(emotion_model).resolve()), device, int(batch_size),
                                       tuple(tasks), int(refine))
@@ -275,7 +287,7 @@ def predict(
                 "face_index": int(rows["face_index"][r]),
                 "bbox": tuple(float(v) for v in rows["bbox"][r]),
                 "score": score if np.isfinite(score) else None,
-                "keypoints": {name: (float(x), float(y)) for name, (x, y) in zip(annotator.keypoint_names, kp)} if annotator.kp else {},
+                "keypoints": named_points(annotator.keypoint_names, kp) if annotator.kp else {},
                 "keypoints_array": kp.copy(),
                 "emotion": str(rows["emotion"][r]) if annotator.em else None,
                 "confidence": float(probs.max()) if annotator.em else None,

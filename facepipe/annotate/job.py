@@ -184,9 +184,9 @@ def annotate(
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     output = storage.absolute(output) if storage.is_uri(output) else Path(output)
     try:
-        keypoints_model = default_model("keypoints", keypoints_model)  # one on an object store: fetched once into a local cache
+        keypoints_model = default_model("keypoints", keypoints_model, cfg.landmarks)  # one on an object store: fetched once into a local cache
         emotion_model = default_model("emotion", emotion_model)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise AnnotateError(str(e)) from None
     kp_meta, em_meta, det = _validate(inputs, output, keypoints_model, emotion_model, detector)
     from facepipe.model_dir import model_id

@@ -5,8 +5,9 @@ Layout: ``OUT/annotations/part-<run_id>-<seq>.parquet`` (plain Parquet, no exten
 ``duckdb: SELECT * FROM 'OUT/annotations/*.parquet'`` all read it). Every input file has rows:
 one per detected face (``status = "ok"``), else one with ``status = "no_face"`` or ``"error"``.
 Each part file holds complete images only. Keypoint and probability columns are named from the
-models' ``meta.json`` (``kp_<name>_x``/``kp_<name>_y`` for each keypoint, ``prob_<class>`` in
-lower case for each class); with the Kaggle points and FER2013 classes the schema is fixed.
+models' ``meta.json`` (``kp_<name>_x``/``kp_<name>_y`` for each keypoint, or ``lm_<NN>_x``/``_y``
+for the iBUG-68 points ``pNN`` beside the Kaggle ``kp_`` columns derived from them;
+``prob_<class>`` in lower case for each class); with the shipped models the schema is fixed.
 
 A video file has rows per sampled frame: one per face found in it (``ok``), else one ``no_face``
 row; ``frame_index``, ``timestamp_s`` and ``track_id`` say which frame and which face. Still images
@@ -45,7 +46,15 @@ bbox_x, bbox_y         float32     face box top-left, image pixels (``mtcnn``: m
 bbox_w, bbox_h         float32     face box size, image pixels
 detector_score         float32     the detector's score, larger = more face-like (``haar``: cascade level
                                    weight; ``mtcnn``: face probability); null when it gives none
-kp_<name>_x, _y        float32     each keypoint in image pixels (pixel centres: column, row)
+kp_<name>_x, _y        float32     each keypoint in image pixels (pixel centres: column, row); with a
+                                   68-point model (``--landmarks 68``) the 15 Kaggle points derived from
+                                   its 68 (``facepipe.data.schema.IBUG68_TO_KAGGLE15``: eye centres are
+                                   the means of their contours, eye corners, brow ends, nose tip and
+                                   mouth points the iBUG points themselves)
+lm_00_x ... lm_67_y    float32     68-point model only: the 68 iBUG points in iBUG order, image pixels:
+                                   00-16 jaw line (the subject's right ear to left ear), 17-21 right
+                                   brow, 22-26 left brow, 27-30 nose bridge, 31-35 nostrils, 36-41
+                                   right eye, 42-47 left eye, 48-59 outer lips, 60-67 inner lips
 yaw_deg                float32     head pose from the keypoints (facepipe/faces/pose.py), degrees: > 0 the face
                                    turns to the subject's left (nose towards the image's right)
 pitch_deg              float32     > 0 the face tilts up
@@ -72,8 +81,9 @@ import numpy as np
 import pyarrow as pa
 
 import facepipe
+from facepipe.data.schema import IBUG68_TO_KAGGLE15, is_ibug68, kaggle15_from_ibug68
 
-__all__ = ["SCHEMA_VERSION", "POSE_COLUMNS", "STATUSES", "FILE_STATUS_ORDER", "file_status", "keypoint_columns", "prob_column", "build_schema", "rows_to_table", "describe_fields"]
+__all__ = ["SCHEMA_VERSION", "POSE_COLUMNS", "STATUSES", "FILE_STATUS_ORDER", "file_status", "keypoint_columns", "derived_keypoints", "named_points", "prob_column", "build_schema", "rows_to_table", "describe_fields"]
 
 SCHEMA_VERSION = 3
 #: Head pose columns (schema version 3), degrees, in :data:`facepipe.faces.pose.POSE_NAMES` order.
@@ -128,7 +138,25 @@ _BASE_TAIL: list[tuple[str, pa.DataType, str]] = [
 
 
 def keypoint_columns(names: list[str]) -> list[tuple[str, str]]:
+    """The ``(x, y)`` columns of a model's points: ``lm_<NN>_x``/``_y`` for the iBUG-68 points
+    ``pNN``, else ``kp_<name>_x``/``_y``."""
+    if is_ibug68(names):
+        return [(f"lm_{n[1:]}_x", f"lm_{n[1:]}_y") for n in names]
     return [(f"kp_{n}_x", f"kp_{n}_y") for n in names]
+
+
+def derived_keypoints(names: list[str]) -> list[str]:
+    """The Kaggle points a model's points give too (iBUG-68: the 15 Kaggle points, their
+    ``kp_<name>`` columns filled by :func:`facepipe.data.schema.kaggle15_from_ibug68`), else none."""
+    return list(IBUG68_TO_KAGGLE15) if is_ibug68(names) else []
+
+
+def named_points(names: list[str], points: np.ndarray) -> dict[str, tuple[float, float]]:
+    """``{name: (x, y)}`` of one face's points ``[K, 2]``, the :func:`derived_keypoints` first (as
+    the Parquet columns are)."""
+    derived = derived_keypoints(names)
+    out = {n: (float(x), float(y)) for n, (x, y) in zip(derived, kaggle15_from_ibug68(points, names))} if derived else {}
+    return out | {n: (float(x), float(y)) for n, (x, y) in zip(names, points)}
 
 
 def prob_column(name: str) -> str:
@@ -137,6 +165,9 @@ def prob_column(name: str) -> str:
 
 def build_schema(keypoint_names: list[str], class_names: list[str]) -> pa.Schema:
     fields = [(n, t, d) for n, t, d in _BASE_HEAD]
+    for name in derived_keypoints(keypoint_names):
+        cx, cy = keypoint_columns([name])[0]
+        fields += [(cx, pa.float32(), f"{name} x, image pixels (from the 68 points)"), (cy, pa.float32(), f"{name} y, image pixels (from the 68 points)")]
     for name, (cx, cy) in zip(keypoint_names, keypoint_columns(keypoint_names)):
         fields += [(cx, pa.float32(), f"{name} x, image pixels"), (cy, pa.float32(), f"{name} y, image pixels")]
     fields += [(c, pa.float32(), f"head pose {c[:-4]}, degrees (facepipe/faces/pose.py)") for c in POSE_COLUMNS]
@@ -215,9 +246,11 @@ def rows_to_table(rows: dict[str, np.ndarray], schema: pa.Schema, *, run_id: str
     # A task the run left out (``tasks``) leaves NaN outputs: null columns, like a row without a face.
     kps = np.asarray(rows["keypoints"], np.float32).reshape(n, len(kp_names), 2)
     no_kp = not_ok | ~np.isfinite(kps).all(axis=(1, 2))
-    for k, (cx, cy) in enumerate(keypoint_columns(kp_names)):
-        cols[cx] = _masked(kps[:, k, 0], no_kp, pa.float32())
-        cols[cy] = _masked(kps[:, k, 1], no_kp, pa.float32())
+    derived = derived_keypoints(kp_names)
+    pts = np.concatenate([kaggle15_from_ibug68(kps, kp_names).astype(np.float32), kps], axis=1) if derived else kps
+    for k, (cx, cy) in enumerate(keypoint_columns(derived) + keypoint_columns(kp_names)):
+        cols[cx] = _masked(pts[:, k, 0], no_kp, pa.float32())
+        cols[cy] = _masked(pts[:, k, 1], no_kp, pa.float32())
     pose = np.asarray(rows.get("pose", np.full((n, 3), np.nan)), np.float32).reshape(n, 3)
     for j, name in enumerate(POSE_COLUMNS):
         cols[name] = _masked(pose[:, j], not_ok | ~np.isfinite(pose[:, j]), pa.float32())

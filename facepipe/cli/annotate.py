@@ -36,7 +36,7 @@ UNLISTED_EXIT = 5
 SHARED_DETECTOR_FIELDS = tuple(f.name for f in dataclasses.fields(DetectorConfig))
 #: :class:`AnnotateConfig` flags by ``--help`` group, in their order there (``verbose`` and
 #: ``local`` are --quiet and --local/--ray).
-MAIN_FLAGS = ("tasks", "recursive", "glob", "include_hidden", "batch_size", "concurrency", "plots", "plot_samples", "limit", "progress")
+MAIN_FLAGS = ("tasks", "landmarks", "recursive", "glob", "include_hidden", "batch_size", "concurrency", "plots", "plot_samples", "limit", "progress")
 CROP_FLAGS = ("margin", "refine")
 VIDEO_FLAGS = ("fps", "max_frames")
 EXECUTION_FLAGS = ("device", "num_cpus", "files_per_task", "prepare_num_cpus", "infer_num_cpus", "torch_threads", "part_images", "part_seconds")
@@ -70,7 +70,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="image files and/or folders (a file is taken whatever its name; a folder by --glob)")
     p.add_argument("--output", required=True, metavar="OUT", help="output folder (created; reused by reruns)")
     p.add_argument("--keypoints-model", default=None, metavar="MODEL_DIR",
-                   help="keypoint model directory (weights.pt + meta.json) (default: the model shipped in facepipe/weights/keypoints)")
+                   help="keypoint model directory (weights.pt + meta.json) (default: the model shipped in facepipe/weights/keypoints, or landmarks68 with --landmarks 68)")
     p.add_argument("--emotion-model", default=None, metavar="MODEL_DIR",
                    help="emotion model directory (weights.pt + meta.json) (default: the model shipped in facepipe/weights/emotion)")
     add_config_flags(p, AnnotateConfig, only=MAIN_FLAGS)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from facepipe.cli import run_main
+from facepipe.model_dir import SHIPPED_LANDMARKS
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="FILE", help="image or video files (recognised by content)")
     p.add_argument("--keypoints-model", default=None, metavar="MODEL_DIR", help="keypoint model directory (default: the shipped one)")
     p.add_argument("--emotion-model", default=None, metavar="MODEL_DIR", help="emotion model directory (default: the shipped one)")
+    p.add_argument("--landmarks", type=int, choices=sorted(SHIPPED_LANDMARKS), default=None,
+                   help="the shipped keypoint model: 15 Kaggle points or 68 iBUG points (default: 15; with --keypoints-model its count must match)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
     p.add_argument("--plot", default=None, metavar="DIR", help="also write each image with its faces drawn into DIR (PNG)")
     p.add_argument("--fps", type=float, default=5.0, help="videos: frames analysed per second (0: every frame; default 5)")
@@ -53,7 +56,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.fps < 0:
             raise ValueError(f"--fps must be >= 0, got {args.fps}")
-        results = predict(list(args.images), args.keypoints_model, args.emotion_model, detect=not args.no_detect, fps=args.fps)
+        results = predict(list(args.images), args.keypoints_model, args.emotion_model, detect=not args.no_detect, fps=args.fps,
+                          landmarks=args.landmarks)
     except (FileNotFoundError, ValueError) as e:
         print(f"predict: error: {e}", file=sys.stderr)
         return 2

@@ -46,6 +46,15 @@ IBUG68_TO_KAGGLE15: dict[str, tuple[int, ...]] = {
 }
 
 
+#: The iBUG-68 point names, in iBUG order (0-16 jaw, 17-26 brows, 27-35 nose, 36-47 eyes, 48-67 mouth).
+IBUG68_NAMES = tuple(f"p{i:02d}" for i in range(68))
+
+
+def is_ibug68(names: list[str] | tuple[str, ...]) -> bool:
+    """Whether ``names`` are the 68 iBUG points ``p00``..``p67`` (in any order)."""
+    return len(names) == 68 and set(names) == set(IBUG68_NAMES)
+
+
 def kaggle15_from_ibug68(points: np.ndarray, names: list[str] | tuple[str, ...]) -> np.ndarray:
     """Points ``[..., 68, 2]`` named ``p00``..``p67`` (in any order) → Kaggle's 15 ``[..., 15, 2]``, in Kaggle's order."""
     idx = {n: i for i, n in enumerate(names)}
