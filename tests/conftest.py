@@ -14,17 +14,14 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def start_moto(env: dict | None = None):
-    """moto's S3 server on a free loopback port: ``(process, url, log file)``, once it answers."""
-    import boto3
-
+def start_server(argv: list[str], what: str, env: dict | None = None):
+    """``argv`` with ``{port}`` filled by a free loopback port, started: ``(process, url, log file)``,
+    once it listens (RuntimeError naming the log when it does not within a minute)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"facepipe-moto-{port}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
-                            env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}"
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"facepipe-{what}-{port}.log", "wb")
+    proc = subprocess.Popen([a.format(port=port) for a in argv], stdout=log, stderr=log, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -32,9 +29,14 @@ def start_moto(env: dict | None = None):
                 break
         except OSError:  # not listening yet
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the S3 test server did not start (see {log.name})") from None
+                raise RuntimeError(f"the {what} test server did not start (see {log.name})") from None
             time.sleep(0.1)
-    return proc, url, log
+    return proc, f"http://127.0.0.1:{port}", log
+
+
+def start_moto(env: dict | None = None):
+    """moto's S3 server on a free loopback port: ``(process, url, log file)``, once it answers."""
+    return start_server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "{port}"], "moto", env)
 
 
 def stop_moto(proc, log) -> None:
@@ -84,21 +86,7 @@ def gcs_server():
     exe = shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).parent)) or shutil.which("gcp-storage-emulator")
     if exe is None:
         pytest.skip("gcp-storage-emulator (a dev dependency) is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"facepipe-gcs-{port}.log", "wb")
-    proc = subprocess.Popen([exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"], stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the GCS test server did not start (see {log.name})") from None
-            time.sleep(0.1)
+    proc, url, log = start_server([exe, "start", "--host", "127.0.0.1", "--port", "{port}", "--in-memory"], "gcs")
     saved = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = url
 
