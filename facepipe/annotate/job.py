@@ -428,7 +428,8 @@ def _consume(batches, total: int, writer: PartWriter, run: _Run, state) -> None:
     writer.close()
 
 
-def _faces_json(group, kp_cols) -> str:
+def _faces(group, kp_cols) -> list[dict]:
+    """The ok rows of one image or video frame as :func:`facepipe.annotate.render.draw` takes them."""
     faces = []
     for r in group:
         if r["status"] != "ok":
@@ -442,7 +443,11 @@ def _faces_json(group, kp_cols) -> str:
                 "pose": [r[c] for c in POSE_COLUMNS],
             }
         )
-    return json.dumps(faces)
+    return faces
+
+
+def _faces_json(group, kp_cols) -> str:
+    return json.dumps(_faces(group, kp_cols))
 
 
 def _plot_items(run: _Run, cfg: AnnotateConfig, view: pa.Table | None, new_parts: list) -> list[dict]:
@@ -540,12 +545,12 @@ def _video_items(run: _Run, cfg: AnnotateConfig, new_parts: list) -> list[dict]:
     t = read_these_parts(new_parts, cols, filter=pc.field("image_format").isin(list(VIDEO_FORMATS)) & pc.field("frame_index").is_valid())
     if t is None or t.num_rows == 0:
         return []
-    frames: dict[tuple[str, str], dict[int, list[dict]]] = {}
+    frames: dict[tuple[str, str, str], dict[int, list[dict]]] = {}  # (root, path, input_root) -> frame -> rows
     for r in t.to_pylist():
         frames.setdefault((r["root"], r["path"], r["input_root"]), {}).setdefault(r["frame_index"], []).append(r)
     return [
         {"abs_path": os.path.join(k[2], real_name(k[1])), "root": k[0], "path": k[1], "fps": cfg.fps, "max_frames": cfg.max_frames or 0,
-         "frames_json": json.dumps([[i, g[0]["timestamp_s"], file_status([r["status"] for r in g]), json.loads(_faces_json(g, kp_cols))]
+         "frames_json": json.dumps([[i, g[0]["timestamp_s"], file_status([r["status"] for r in g]), _faces(g, kp_cols)]
                                     for i, g in sorted(v.items())])}
         for k, v in sorted(frames.items())
     ]
