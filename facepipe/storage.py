@@ -313,10 +313,12 @@ def _list_local(root: Path, recursive: bool, include_hidden: bool) -> tuple[list
 
 
 @contextlib.contextmanager
-def open_read(location: str | os.PathLike):
+def open_read(location: str | os.PathLike, seekable: bool = False):
     """A binary reader of a file or object, with its ``(size, mtime_ns)`` when known (local: from
     the open file itself; an object store: None, the listing's hold). A local path is opened
-    non-blocking and must be a regular file (a FIFO swapped in after listing would block forever)."""
+    non-blocking and must be a regular file (a FIFO swapped in after listing would block forever).
+    ``seekable``: an object is read by ranges as the reader seeks (a video segment's task reads
+    only its stretch), not streamed from its start."""
     if not is_uri(location):
         import stat as stat_
 
@@ -328,7 +330,7 @@ def open_read(location: str | os.PathLike):
             yield f, (int(st.st_size), int(st.st_mtime_ns))
         return
     fs, path = resolve(location)
-    with fs.open_input_stream(path) as f:
+    with (fs.open_input_file(path) if seekable else fs.open_input_stream(path)) as f:
         yield f, None
 
 

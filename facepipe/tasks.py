@@ -30,14 +30,45 @@ if TYPE_CHECKING:
     import torch
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """MSE over present keypoints only: missing ones (mask False, target NaN) give no loss and no gradient."""
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE over present keypoints only: missing ones (mask False, target NaN) give no loss and no gradient.
+
+    ``weights`` ``[K]`` scale each point's squared error; the mean is over present points' weights.
+    """
     import torch
 
     m = mask.unsqueeze(-1).to(pred.dtype)
+    if weights is not None:
+        m = m * weights.to(pred.dtype).reshape(1, -1, 1)
     t = torch.nan_to_num(target, nan=0.0)
     sq = (pred - t) ** 2 * m
-    return sq.sum() / (m.sum() * 2).clamp_min(1.0)
+    return sq.sum() / (m.sum() * 2).clamp_min(1e-12 if weights is not None else 1.0)
+
+
+def parse_point_weights(spec: str | None, names: list[str]) -> np.ndarray | None:
+    """``NAME=W`` or ``FIRST..LAST=W`` (a range in ``names``' order), comma-separated → weights ``[K]``
+    (1 where not given); None for no spec. Unknown names and negative weights fail loudly."""
+    if not spec:
+        return None
+    w = np.ones(len(names), np.float32)
+    index = {n: i for i, n in enumerate(names)}
+    for part in spec.split(","):
+        key, eq, value = part.strip().partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not eq or weight < 0:
+            raise ValueError(f"keypoint weight {part.strip()!r}: expected NAME=W or FIRST..LAST=W with W >= 0")
+        first, _, last = key.partition("..")
+        unknown = [n for n in (first, last or first) if n not in index]
+        if unknown:
+            raise ValueError(f"keypoint weight {part.strip()!r}: no point {unknown[0]!r} in this data ({', '.join(names[:3])}, ...)")
+        lo, hi = sorted((index[first], index[last or first]))
+        w[lo : hi + 1] = weight
+    if not w.any():
+        raise ValueError(f"keypoint weights {spec!r} leave every point at weight 0")
+    return w
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -196,9 +227,15 @@ class KeypointsTask(Task):
                  "pool", choices=("pool", "integral")),
     )
     input_size: ClassVar[int] = 96
+    #: Loss weight per point (:func:`parse_point_weights`; None: all 1).
+    keypoint_weights: str | None = None
 
     def labels(self, fmt) -> list[str]:
         return list(fmt.schema.names)
+
+    def point_weights(self, names: list[str]) -> np.ndarray | None:
+        """This task's loss weight per point of ``names`` (None: all equal); bad specs fail loudly."""
+        return parse_point_weights(self.keypoint_weights, names)
 
     def data_meta(self, label_batches: Iterable[dict[str, np.ndarray]], source: str, split: str) -> dict[str, Any]:
         """``mean_shape``: each keypoint's mean in input pixels (the box-only baseline; None where never labelled)."""
@@ -237,8 +274,11 @@ class KeypointsTask(Task):
         return (len(meta[self.label_key]), 2)
 
     def loss(self, out: torch.Tensor, batch: dict, meta: dict, train: bool = True) -> torch.Tensor:
+        import torch
+
         target = to_normalised(batch["keypoints"].float(), meta["input_size"])
-        return masked_mse(out.float(), target, batch["mask"])
+        w = self.point_weights(meta[self.label_key]) if train else None
+        return masked_mse(out.float(), target, batch["mask"], None if w is None else torch.from_numpy(w))
 
     def metric_sums(self, out: torch.Tensor, batch: dict, meta: dict) -> dict[str, torch.Tensor]:
         return self.sums_from_predictions(self.decode(out, meta), batch)

@@ -305,6 +305,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     mean, std = image_stats(train_ds)
     labels = task.labels(fmt)
+    if cfg.keypoint_weights:
+        task.configure(asdict(cfg)).point_weights(labels)  # a name not in this data fails here, not in the workers
     size = fmt.image_size
     arch, arch_args = models.ensemble_spec(cfg.arch, cfg.arch_args, cfg.members)
     meta = models.make_meta(cfg.task, arch, arch_args, size, labels, mean, std)

@@ -34,6 +34,9 @@ class TrainConfig:
     weight_decay: float | None = field(default=None, metadata=_flag("AdamW weight decay"))
     #: Emotion cross-entropy label smoothing (None: the task's default).
     label_smoothing: float | None = field(default=None, metadata=_flag("cross-entropy label smoothing (emotion)"))
+    keypoint_weights: str | None = field(default=None, metadata=_flag(
+        "keypoints: training-loss weight per point, NAME=W or FIRST..LAST=W (in the labels' order), comma-separated; "
+        "others 1 (e.g. p00..p16=0.3: the 68-point jaw line, whose labels are vaguest)", default_text="all 1"))
     arch: str | None = field(default=None, metadata=_flag("network architecture (facepipe.models.ARCHS)"))
     arch_args: dict | None = None
     members: int = field(default=1, metadata=_flag(
@@ -94,6 +97,8 @@ class TrainConfig:
             raise ValueError("mutual learning needs --members 2 or more")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema is a decay and must be in [0, 1), got {self.ema}")
+        if self.keypoint_weights and not hasattr(task, "point_weights"):
+            raise ValueError(f"--keypoint-weights weighs keypoints; the {self.task} task has none")
         if self.mutual and type(task).agreement is Task.agreement:
             raise ValueError(f"mutual learning is not defined for the {self.task} task")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:

@@ -423,6 +423,7 @@ def test_a_fifo_swapped_in_after_listing_is_an_error_row_not_a_hang(tmp_path, fa
     batch["file_size"] = np.array([-1, -1], dtype=object)
     batch["file_mtime_ns"] = np.array([-1, -1], dtype=object)
     batch["done_sha"] = np.array(["", ""], dtype=object)
+    batch["segment"] = np.array(["", ""], dtype=object)  # files, not video segments
     out = prepare_batch(batch, PrepareConfig(cv2_threads=0))
     assert out["status"][0] == "ok" and out["status"][-1] == "error" and "not a regular file" in out["error"][-1]
     assert [e.path for e in list_files([tmp_path])] == ["good.png"]  # and listing skips FIFOs
@@ -457,7 +458,7 @@ def test_a_symlink_loop_is_an_input_that_cannot_be_read(tmp_path, face):
     assert [e.path for e in entries] == ["a.jpg", "b.jpg"]
     assert _inputs_only(entries, tmp_path / "out") == entries  # resolving them raised "Symlink loop" before any work
     e = entries[0]
-    rec = {"root": e.root, "input_root": e.input_root, "path": e.path, "abs_path": e.abs_path, "file_size": e.size, "file_mtime_ns": e.mtime_ns, "done_sha": ""}
+    rec = {"root": e.root, "input_root": e.input_root, "path": e.path, "abs_path": e.abs_path, "file_size": e.size, "file_mtime_ns": e.mtime_ns, "done_sha": "", "segment": ""}
     out = prepare_batch({k: np.array([rec[k]], dtype=object) for k in FILE_COLUMNS}, PrepareConfig(cv2_threads=0))
     assert out["status"][0] == "error" and "cannot read file" in out["error"][0]
 

@@ -179,11 +179,28 @@ def test_annotate_on_ray_reads_objects_in_tasks_and_writes_parts_to_s3(models, b
     pd.testing.assert_frame_equal(remote[cols], local[cols])
 
 
+def test_a_long_video_on_s3_is_read_by_ranges_segment_by_segment_as_it_is_whole(models, bucket, tmp_path):
+    import numpy as np
+
+    from facepipe.annotate import annotate, read_annotations
+    from facepipe.faces.video import write_video
+
+    frames = [np.full((64, 96, 3), 40 + (k * 7) % 200, np.uint8) for k in range(90)]
+    write_video(tmp_path / "clip.mkv", frames, fps=15, fmt="mkv")  # 6 s
+    storage.write_bytes(f"{bucket}/clips/clip.mkv", (tmp_path / "clip.mkv").read_bytes())
+    cut = annotate([f"{bucket}/clips"], f"{bucket}/cut", *models, plots="none", local=True, verbose=False, fps=5, segment_seconds=1.5)
+    whole = annotate([f"{bucket}/clips"], f"{bucket}/whole", *models, plots="none", local=True, verbose=False, fps=5, segment_seconds=0)
+    assert (cut["run"]["video_segments"], whole["run"]["video_segments"]) == (4, 0)
+    a, b = read_annotations(f"{bucket}/cut"), read_annotations(f"{bucket}/whole")
+    cols = ["frame_index", "timestamp_s", "status"]
+    assert len(a) == 30 and a[cols].equals(b[cols]) and a["segment_index"].tolist() == sorted(a["segment_index"].tolist())
+
+
 def test_an_object_deleted_after_listing_is_an_error_row(models, bucket):
     from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, prepare_batch
 
     rec = {"root": "in", "input_root": f"{bucket}/in", "path": "gone.jpg", "abs_path": f"{bucket}/in/gone.jpg", "file_size": 10,
-           "file_mtime_ns": 1, "done_sha": ""}
+           "file_mtime_ns": 1, "done_sha": "", "segment": ""}
     rows = prepare_batch({k: np.array([rec[k]], dtype=object) for k in FILE_COLUMNS}, PrepareConfig())
     assert list(rows["status"]) == ["error"] and "cannot read file" in rows["error"][0] and "\n" not in rows["error"][0]
 

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import shared_file
 from facepipe.annotate import annotate, read_annotations
-from facepipe.faces.video import VIDEO_FORMATS, VideoError, sample_frames, sniff_video, write_video
+from facepipe.faces.video import VIDEO_FORMATS, VideoError, plan_segments, sample_frames, sample_segment, sniff_video, write_video
 
 SIZE = (160, 176)  # width, height of each person's frames in the test videos
 
@@ -102,6 +102,32 @@ def test_max_frames_stops_the_iterator():
     assert len(_timestamps(buf.getvalue(), None)) == 30
     info, frames = sample_frames(buf.getvalue(), None, max_frames=4)
     assert [f.index for f in frames] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("fmt", VIDEO_FORMATS)
+@pytest.mark.parametrize("fps,max_frames", [(5, None), (None, 100), (7.3, None)])
+def test_segments_decoded_apart_give_the_frames_of_the_whole_file(fmt, fps, max_frames):
+    """Each segment seeks to its start on its own: together they give exactly the frames (index,
+    time, pixels) that sampling the whole file gives, on every container, at any rate, with a limit."""
+    buf = io.BytesIO()
+    times = [k / 30 + (0.013 if k % 7 == 0 else 0.0) for k in range(240)] if fmt == "mp4" else None  # variable frame rate
+    write_video(buf, _pattern_frames(240), fps=30, fmt=fmt, times_s=times)
+    data = buf.getvalue()
+    whole = [(f.index, f.timestamp_s, f.image.tobytes()) for f in sample_frames(data, fps, max_frames)[1]]
+    plan = plan_segments(data, fps, max_frames, 1.5)
+    assert plan is not None and len(plan.segments) >= 3 and plan.sampled == len(whole)
+    apart = [(f.index, f.timestamp_s, f.image.tobytes()) for k in range(len(plan.segments)) for f in sample_segment(io.BytesIO(data), plan, k, fps)]
+    assert [w[:2] for w in apart] == [w[:2] for w in whole]
+    assert apart == whole
+    assert plan.limited == (max_frames is not None)
+
+
+def test_short_or_damaged_videos_are_not_cut():
+    buf = io.BytesIO()
+    write_video(buf, _pattern_frames(60), fps=30, fmt="mkv")  # 2 s
+    assert plan_segments(buf.getvalue(), 5, None, 1.5) is None  # not 1.5 segments long
+    assert plan_segments(buf.getvalue(), 5, None, 0.5) is not None
+    assert plan_segments(buf.getvalue()[: len(buf.getvalue()) // 2], 5, None, 0.5) is None  # truncated: decoded whole, where it is reported
 
 
 def _damaged(tmp_path, fmt: str, how: str) -> bytes:
@@ -216,15 +242,17 @@ def test_a_video_of_one_person_gives_a_row_per_sampled_frame_one_track_and_the_r
 @pytest.mark.shared
 @pytest.mark.integration
 def test_two_people_side_by_side_on_ray_are_two_continuous_tracks(tmp_path, ray_session):
-    left, right = _person_frames("Wes_Craven"), _person_frames("Warren_Buffett")
-    n = min(len(left), len(right))
-    frames = [np.hstack([left[k], right[k]]) for k in range(n) for _ in range(2)]  # 2 photos per frame pair
+    """On Ray, cut into segments decoded by tasks of their own: two tracks, unbroken at the borders."""
+    frames = _two_people(1)  # 2 photos per frame pair
+    n = len(frames) // 2
     inp = tmp_path / "in"
     inp.mkdir()
     write_video(inp / "two.webm", frames, fps=10, fmt="webm")
     out = tmp_path / "out"
-    summary = annotate([inp], out, plots="sample", local=False, fps=5, num_cpus=2)
+    summary = annotate([inp], out, plots="sample", local=False, fps=5, num_cpus=2, segment_seconds=0.5)
+    assert summary["run"]["video_segments"] >= 4 and summary["run"]["videos"] == 1
     ok = read_annotations(out).query("status == 'ok'")
+    assert ok["segment_index"].nunique() == summary["run"]["video_segments"]
     assert ok["frame_index"].nunique() >= n - 2  # both found in nearly every sampled frame
     sizes = ok["track_id"].value_counts()
     assert len(sizes) >= 2 and sizes.iloc[1] >= n - 2, ok[["frame_index", "face_index", "track_id", "bbox_x", "bbox_w"]]
@@ -245,6 +273,67 @@ def test_two_people_side_by_side_on_ray_are_two_continuous_tracks(tmp_path, ray_
     # face_index runs left to right, so the left person is face 0 in every frame with both
     both = ok.groupby("frame_index").filter(lambda g: len(g) == 2)
     assert (both.query("face_index == 0")["bbox_x"].to_numpy() < SIZE[0]).all()
+
+
+def _two_people(repeat: int) -> list[np.ndarray]:
+    left, right = _person_frames("Wes_Craven"), _person_frames("Warren_Buffett")
+    n = min(len(left), len(right))
+    return [np.hstack([left[k], right[k]]) for _ in range(repeat) for k in range(n) for _ in range(2)]
+
+
+_SAME = ["frame_index", "timestamp_s", "face_index", "status", "num_faces", "track_id", "bbox_x", "bbox_y", "emotion", "kp_nose_tip_x"]
+
+
+@pytest.mark.shared
+def test_a_video_killed_mid_way_resumes_at_its_first_missing_segment_with_every_frame_once(tmp_path):
+    """kill -9 of the job between two segments' commits, then a rerun: the rerun does only the
+    missing segments, and the result is the whole-file result row for row (track ids across the
+    segment borders and the kill included), each sampled frame once, under one annotation time."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    write_video(inp / "two.mp4", _two_people(3), fps=10)  # 7.2 s: 12 segments of 0.6 s at 5 fps
+    ref = tmp_path / "whole"
+    annotate([inp], ref, plots="none", local=True, fps=5, segment_seconds=0)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "jobs" / "annotate.py"), "--local", "--input", str(inp),
+           "--output", str(out), "--plots", "none", "--fps", "5", "--segment-seconds", "0.6", "--part-images", "1"]
+    log = tmp_path / "first.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and proc.poll() is None and len(list((out / "annotations").glob("part-*.parquet"))) < 3:
+                time.sleep(0.01)
+            assert proc.poll() is None, "the job ended before the kill:\n" + log.read_text()[-3000:]
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    killed = pq.read_table(out / "annotations").to_pandas()
+    have, count = killed["segment_index"].nunique(), int(killed["segment_count"].iloc[0])
+    assert 3 <= have < count == 12 and sorted(killed["segment_index"].unique()) == list(range(have))  # a prefix
+    summary = annotate([inp], out, plots="all", local=True, fps=5, segment_seconds=0.6)
+    run = summary["run"]
+    assert (run["videos_resumed"], run["video_segments"], run["videos"]) == (1, count - have, 1)
+    assert "plots/in/two.mp4.timeline.png" in summary["plots"]
+    got, want = read_annotations(out), read_annotations(ref)
+    assert not got.duplicated(["frame_index", "face_index"]).any()
+    assert got["timestamp"].nunique() == 1 and got["run_id"].nunique() == 2
+    assert sorted(got["segment_index"].unique()) == list(range(count))
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(got[_SAME].reset_index(drop=True), want[_SAME].reset_index(drop=True), check_exact=False, atol=1e-4)
+    assert want["segment_index"].isna().all()  # --segment-seconds 0: decoded whole
+    assert got.query("status == 'ok'")["track_id"].value_counts().iloc[:2].min() >= 34  # two tracks through all 36 frames, 12 segments
+    again = annotate([inp], out, plots="none", local=True, fps=5, segment_seconds=0.6)
+    assert again["run"]["annotated"] == 0 and again["run"]["rows_written"] == 0
 
 
 @pytest.mark.shared

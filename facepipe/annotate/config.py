@@ -50,6 +50,10 @@ class AnnotateConfig:
     max_frames: int | None = field(default=10_000, metadata=field_meta(
         "video files: analyse at most N frames per file (the rest gets one error row saying where it stopped)",
         metavar="N"))
+    segment_seconds: float = field(default=30.0, metadata=field_meta(
+        "video files longer than 1.5x this are cut into segments of about S seconds, each decoded by a task of its own "
+        "(on Ray, in parallel) and committed as it completes, so a killed run resumes at the first missing segment "
+        "(0: decode every video whole in one task)", metavar="S"))
     # --- models and crops
     tasks: tuple[str, ...] = field(default=TASK_NAMES, metadata=field_meta(
         "the models to run: keypoints, emotion or both (a task left out gets empty columns)", choices=TASK_NAMES, metavar="TASK"))
@@ -106,6 +110,8 @@ class AnnotateConfig:
             problems.append(f"plot_samples must be >= 0, got {self.plot_samples}")
         if not 0 <= self.margin <= 2:
             problems.append(f"margin must be within 0..2, got {self.margin}")
+        if not self.segment_seconds >= 0:
+            problems.append(f"segment_seconds must be >= 0, got {self.segment_seconds}")
         if not self.fps >= 0:
             problems.append(f"fps must be >= 0, got {self.fps}")
         if self.max_frames is not None and self.max_frames < 1:

@@ -40,9 +40,10 @@ import pyarrow.compute as pc
 from facepipe import storage
 from facepipe.annotate.config import LOCAL_MAX_FILES, PLOT_CHOICES, AnnotateConfig, AnnotateError
 from facepipe.faces.detect import DetectorConfig, detector_config, get_detector
+from facepipe.faces.track import Tracker
 from facepipe.annotate.infer import Annotator, default_model, keypoints_model_id, load_models_meta
 from facepipe.annotate.listing import list_files, real_name
-from facepipe.annotate.prepare import FILE_COLUMNS, PrepareConfig, model_crops, prepare_batch
+from facepipe.annotate.prepare import FILE_COLUMNS, SPLIT, PrepareConfig, model_crops, prepare_batch, segment_record
 from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch, render_video_batch
 from facepipe.annotate.schema import POSE_COLUMNS, SCHEMA_VERSION, build_schema, file_status, keypoint_columns, rows_to_table
 from facepipe.annotate.state import STATE_COLUMNS, committed_parts, current_view, read_these_parts, state_of
@@ -199,7 +200,8 @@ def annotate(
         kp_meta=kp_meta, em_meta=em_meta, det=det,
         kp_id=keypoints_model_id(kp_meta, cfg.refine) if "keypoints" in used else None, em_id=model_id(em_meta) if "emotion" in used else None,
         schema=build_schema(kp_meta["keypoint_names"], em_meta["class_names"]),
-        prep=PrepareConfig(detector=det, margin=cfg.margin, video_fps=cfg.fps, video_max_frames=cfg.max_frames, **model_crops(used, cfg.refine)),
+        prep=PrepareConfig(detector=det, margin=cfg.margin, video_fps=cfg.fps, video_max_frames=cfg.max_frames,
+                           video_segment_s=cfg.segment_seconds, **model_crops(used, cfg.refine)),
         log=log,
     )
     for note in (_generated_note(used), _framing_note(used, det)):
@@ -302,10 +304,11 @@ def _load_annotator(run: _Run, cfg: AnnotateConfig) -> Annotator:
         raise AnnotateError(str(e)) from None
 
 
-def _local_batches(records: list[dict], run: _Run, cfg: AnnotateConfig, annotator: Annotator):
-    """The Ray pipeline's two stages, run here on ``files_per_task`` files at a time."""
-    for i in range(0, len(records), cfg.files_per_task):
-        chunk = records[i : i + cfg.files_per_task]
+def _local_batches(records: list[dict], run: _Run, cfg: AnnotateConfig, annotator: Annotator, per_task: int | None = None):
+    """The Ray pipeline's two stages, run here on ``per_task`` (``files_per_task``) files at a time."""
+    per_task = per_task or cfg.files_per_task
+    for i in range(0, len(records), per_task):
+        chunk = records[i : i + per_task]
         yield annotator(prepare_batch({k: np.array([r[k] for r in chunk], dtype=object) for k in FILE_COLUMNS}, run.prep))
 
 
@@ -320,16 +323,159 @@ def _fit_cpus(cpus: float, prepare: float, infer: float, concurrency: int) -> tu
 
 
 def _run_pipeline(run: _Run, cfg: AnnotateConfig, todo, state, writer, annotator: Annotator) -> None:
+    """Every file through the two stages, then the segments of the videos long enough to cut
+    (:data:`~facepipe.annotate.prepare.SPLIT` rows), one task each; commits as they complete."""
     records = [
-        {"root": e.root, "input_root": e.input_root, "path": e.path, "abs_path": e.abs_path, "file_size": e.size, "file_mtime_ns": e.mtime_ns, "done_sha": state.done_shas(e.root, e.path)}
+        {"root": e.root, "input_root": e.input_root, "path": e.path, "abs_path": e.abs_path, "file_size": e.size, "file_mtime_ns": e.mtime_ns,
+         "done_sha": state.done_shas(e.root, e.path), "segment": ""}
         for e in todo
     ]
+    splits: list[dict] = []
     batches = _local_batches(records, run, cfg, annotator) if run.local else _ray_batches(records, run, cfg)
-    _consume(batches, len(todo), writer, run, state)
+    _consume(batches, len(todo), writer, run, state, splits)
+    if splits:
+        by_key = {(r["root"], r["path"]): r for r in records}
+        segments, videos = _plan_videos(run, splits, by_key, state)
+        run.counts["segments"] += len(segments)
+        run.log(f"annotate: {len(videos)} videos cut into {sum(v.count for v in videos.values())} segments of about {cfg.segment_seconds:g} s; "
+                f"{len(segments)} to annotate, one task each")
+        batches = _local_batches(segments, run, cfg, annotator, per_task=1) if run.local else _ray_batches(segments, run, cfg, per_task=1)
+        _consume_segments(batches, videos, writer, run)
+    writer.close()
 
 
-def _ray_batches(records: list[dict], run: _Run, cfg: AnnotateConfig):
-    """The two stages on Ray Data: decode/detect tasks, then the model actor pool."""
+@dataclasses.dataclass
+class _Video:
+    """A segmented video's segments as they arrive: handed to the writer in order, each once its
+    rows are all there, with track ids continued across segment borders and one annotation time."""
+
+    count: int  # segments in all
+    next: int  # the next segment to hand over (the ones before it are committed or handed over)
+    timestamp: object  # the annotation's time (datetime), on every row of it
+    tracker: Tracker
+    statuses: set = dataclasses.field(default_factory=set)
+    pieces: dict = dataclasses.field(default_factory=dict)  # segment -> row batches arrived
+    arrived: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    complete: set = dataclasses.field(default_factory=set)
+
+
+def _plan_videos(run: _Run, splits: list[dict], records: dict, state) -> tuple[list[dict], dict]:
+    """The segment records to run and a :class:`_Video` per video: a video whose latest
+    annotation lacks segments and whose content and plan are unchanged resumes at its first
+    missing segment, with its time and its tracks; any other starts afresh."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    segments, videos, resumed = [], {}, {}
+    for row in splits:
+        key = (str(row["root"]), str(row["path"]))
+        count = int(row["segment_count"])
+        partial = state.partial.get(key)
+        start, ts = 0, now
+        if partial is not None and partial[0] == row["sha256"] and partial[3] == count:
+            start, ts = partial[2], datetime.datetime.fromtimestamp(partial[1] / 1e9, datetime.timezone.utc)
+            resumed[key] = partial[1]
+        videos[key] = _Video(count=count, next=start, timestamp=ts, tracker=Tracker())
+        segments += [segment_record(records[key], row, k) for k in range(start, count)]
+    for key, tracker in _continued_tracks(run, resumed).items():
+        videos[key].tracker = tracker
+    if resumed:
+        run.log(f"annotate: {len(resumed)} videos resume at their first missing segment")
+        run.marks["resumed_videos"] = sorted(resumed)
+    return segments, videos
+
+
+def _continued_tracks(run: _Run, resumed: dict) -> dict:
+    """A :class:`Tracker` per resumed video (``{(root, path): annotation time in ns}``) in the state
+    it had after the video's committed segments: each track's last box and time, the next id."""
+    if not resumed:
+        return {}
+    cols = ["root", "path", "timestamp", "status", "track_id", "timestamp_s", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+    t = read_these_parts(committed_parts(run.output), cols, filter=pc.field("path").isin(sorted({p for _, p in resumed})))
+    last: dict = {key: {} for key in resumed}
+    if t is not None:
+        t = t.set_column(2, "timestamp", pc.cast(pc.cast(t["timestamp"], pa.timestamp("ns", tz="UTC")), pa.int64()))
+        for r in t.to_pylist():
+            key = (r["root"], r["path"])
+            if resumed.get(key) == r["timestamp"] and r["status"] == "ok" and r["track_id"] is not None:
+                seen = last[key].get(r["track_id"])
+                if seen is None or r["timestamp_s"] >= seen[1]:
+                    last[key][r["track_id"]] = (np.array([r["bbox_x"], r["bbox_y"], r["bbox_w"], r["bbox_h"]], np.float64), r["timestamp_s"])
+    return {key: Tracker.continuing(tracks) for key, tracks in last.items()}
+
+
+def _consume_segments(batches, videos: dict, writer: PartWriter, run: _Run) -> None:
+    """Take segment rows as they arrive; hand each video's segments to the writer in order."""
+    timings, log, detector = run.timings, run.log, run.det.describe()
+    total, done = sum(v.count - v.next for v in videos.values()), 0
+    t0 = last_log = time.perf_counter()
+    try:
+        for batch in batches:
+            for t in _TIMINGS:
+                timings[t] += float(np.sum(batch[t]))
+            keys = list(zip(batch["root"], batch["path"], np.asarray(batch["segment_index"]).tolist()))
+            for (root, path, k), idx in _group(keys).items():
+                video = videos[(root, path)]
+                video.pieces.setdefault(k, []).append({c: v[idx] for c, v in batch.items()})
+                video.arrived[k] += len(idx)
+                if video.arrived[k] == int(batch["file_rows"][idx[0]]):
+                    video.complete.add(k)
+                while video.next in video.complete:
+                    _hand_over(video, writer, run, detector)
+                    done += 1
+            now = time.perf_counter()
+            if now - last_log >= 10 or done == total:
+                log(f"annotate: video segments {done}/{total}, {writer.images_committed} files and segments committed in {len(writer.parts)} parts"
+                    + (f", {eta(done, total, now - t0)}" if 0 < done < total else ""))
+                last_log = now
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer.maybe_commit(force=True)  # the segments handed over are complete: kept
+        raise
+    left = [f"{r}/{p}" for (r, p), v in videos.items() if v.next < v.count]
+    if left:
+        raise RuntimeError(f"{len(left)} videos ended with segments missing (not written; a rerun does them): {', '.join(left[:5])}")
+
+
+def _group(keys: list) -> dict:
+    """Row numbers by key, keys in first-seen order."""
+    out: dict = {}
+    for i, k in enumerate(keys):
+        out.setdefault(k, []).append(i)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def _hand_over(video: _Video, writer: PartWriter, run: _Run, detector: str) -> None:
+    """Segment ``video.next``'s rows, in frame order with track ids from the video's tracker, to the writer."""
+    pieces = video.pieces.pop(video.next)
+    batch = {c: np.concatenate([p[c] for p in pieces]) for c in pieces[0]}
+    order = np.lexsort((np.asarray(batch["face_index"]), np.asarray(batch["frame_index"])))
+    batch = {c: v[order] for c, v in batch.items()}
+    status = np.asarray(batch["status"]).astype(str)
+    frame, track = np.asarray(batch["frame_index"]), np.full(len(status), -1, np.int32)
+    boxes = np.asarray(batch["bbox"], np.float64).reshape(-1, 4)
+    for f, idx in _group(frame.tolist()).items():
+        if f < 0:
+            continue
+        ok = idx[status[idx] == "ok"]
+        ids = video.tracker.update(boxes[ok], float(batch["timestamp_s"][idx[0]]))
+        track[ok] = ids
+        run.counts["frames"] += 1
+    batch["track_id"] = track
+    run.counts["faces"] += int((status == "ok").sum())
+    video.statuses |= set(status.tolist())
+    table = rows_to_table(batch, run.schema, run_id=run.run_id, timestamp=video.timestamp, keypoints_model_id=run.kp_id,
+                          emotion_model_id=run.em_id, detector=detector)
+    writer.add(table, batch["file_rows"])
+    video.next += 1
+    if video.next == video.count:
+        run.counts["videos"] += 1
+        run.counts[file_status(video.statuses)] += 1
+
+
+def _ray_batches(records: list[dict], run: _Run, cfg: AnnotateConfig, per_task: int | None = None):
+    """The two stages on Ray Data: decode/detect tasks (``per_task`` files each, default
+    ``files_per_task``), then the model actor pool."""
     import ray
 
     from facepipe.ray_compat import unfused_cpus, without_operator_reservation
@@ -346,10 +492,11 @@ def _ray_batches(records: list[dict], run: _Run, cfg: AnnotateConfig):
         run.log(f"annotate: {concurrency} inference actors do not fit with decode tasks on {resources.get('CPU', 1):g} CPUs; using {fitted}")
         concurrency = fitted
     threads = cfg.torch_threads or max(1, int(infer_num_cpus))
-    ds = ray.data.from_items(records, override_num_blocks=max(1, math.ceil(len(records) / cfg.files_per_task)))
+    per_task = per_task or cfg.files_per_task
+    ds = ray.data.from_items(records, override_num_blocks=max(1, math.ceil(len(records) / per_task)))
     without_operator_reservation(ds)  # the map stages below inherit this dataset's context
     infer_num_cpus = unfused_cpus(prepare_num_cpus, infer_num_cpus)
-    ds = ds.map_batches(prepare_batch, fn_kwargs={"config": run.prep}, batch_size=cfg.files_per_task, batch_format="numpy", num_cpus=prepare_num_cpus)
+    ds = ds.map_batches(prepare_batch, fn_kwargs={"config": run.prep}, batch_size=per_task, batch_format="numpy", num_cpus=prepare_num_cpus)
     ds = ds.map_batches(
         Annotator,
         fn_constructor_kwargs={"keypoints_model": run.keypoints_model, "emotion_model": run.emotion_model, "device": "cuda" if num_gpus else ("cpu" if device == "auto" else device), "torch_threads": threads, "batch_size": cfg.batch_size, "tasks": cfg.tasks, "refine": cfg.refine},
@@ -381,11 +528,12 @@ def _count_files(counts: collections.Counter, videos: dict, batch: dict, status:
             counts[file_status(seen[1])] += 1
 
 
-def _consume(batches, total: int, writer: PartWriter, run: _Run, state) -> None:
+def _consume(batches, total: int, writer: PartWriter, run: _Run, state, splits: list) -> None:
     """Count, convert and commit annotated batches as they arrive (complete images per part file).
 
-    Not written: ``skipped`` rows (same content as the file's done rows) and errors that repeat
-    the file's latest error row exactly (:meth:`State.repeats_error`)."""
+    Not written: ``skipped`` rows (same content as the file's done rows), errors that repeat
+    the file's latest error row exactly (:meth:`State.repeats_error`) and a long video's
+    :data:`~facepipe.annotate.prepare.SPLIT` row, which goes to ``splits`` (its segments come next)."""
     counts, timings, marks, log = run.counts, run.timings, run.marks, run.log
     videos: dict = {}  # (root, path) of a video whose rows are still arriving -> [rows seen, statuses]
     detector = run.det.describe()
@@ -395,13 +543,17 @@ def _consume(batches, total: int, writer: PartWriter, run: _Run, state) -> None:
         for batch in batches:
             if "first_result" not in marks:
                 marks["first_result"] = time.perf_counter() - t0
+            for t in _TIMINGS:
+                timings[t] += float(np.sum(batch[t]))
             status = np.asarray(batch["status"]).astype(str).astype(object)  # room for "error_repeated"
+            if (status == SPLIT).any():
+                split = status == SPLIT
+                splits += [{k: v[i] for k, v in batch.items()} for i in np.flatnonzero(split)]
+                batch, status = {k: v[~split] for k, v in batch.items()}, status[~split]
             for i in np.flatnonzero(status == "error"):
                 if state.repeats_error(batch["root"][i], batch["path"][i], batch["sha256"][i], batch["error"][i]):
                     status[i] = "error_repeated"
             _count_files(counts, videos, batch, status)
-            for t in _TIMINGS:
-                timings[t] += float(np.sum(batch[t]))
             keep = (status != "skipped") & (status != "error_repeated")
             if not keep.all():
                 batch = {k: v[keep] for k, v in batch.items()}
@@ -425,7 +577,6 @@ def _consume(batches, total: int, writer: PartWriter, run: _Run, state) -> None:
         with contextlib.suppress(Exception):
             writer.maybe_commit(force=True)
         raise
-    writer.close()
 
 
 def _faces(group, kp_cols) -> list[dict]:
@@ -542,7 +693,7 @@ def _video_items(run: _Run, cfg: AnnotateConfig, new_parts: list) -> list[dict]:
     kp_cols = keypoint_columns(run.kp_meta["keypoint_names"])
     cols = ["root", "path", "input_root", "status", "image_format", "frame_index", "timestamp_s", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "emotion",
             "emotion_confidence", *POSE_COLUMNS, *(c for pair in kp_cols for c in pair)]
-    t = read_these_parts(new_parts, cols, filter=pc.field("image_format").isin(list(VIDEO_FORMATS)) & pc.field("frame_index").is_valid())
+    t = _video_rows(run, new_parts, cols, pc.field("image_format").isin(list(VIDEO_FORMATS)) & pc.field("frame_index").is_valid())
     if t is None or t.num_rows == 0:
         return []
     frames: dict[tuple[str, str, str], dict[int, list[dict]]] = {}  # (root, path, input_root) -> frame -> rows
@@ -554,6 +705,23 @@ def _video_items(run: _Run, cfg: AnnotateConfig, new_parts: list) -> list[dict]:
                                     for i, g in sorted(v.items())])}
         for k, v in sorted(frames.items())
     ]
+
+
+def _video_rows(run: _Run, new_parts: list, columns: list[str], filter) -> pa.Table | None:
+    """``columns`` of the video rows (``filter``) this run wrote, and of the videos it resumed
+    their rows from earlier runs too (their annotation's rows, from every committed part)."""
+    resumed = run.marks.get("resumed_videos")
+    if not resumed:
+        return read_these_parts(new_parts, columns, filter=filter)
+    mine = read_these_parts(new_parts, columns, filter=filter)  # the filter's columns are among them
+    keys = {(r, p) for r, p in zip(*(mine[c].to_pylist() for c in ("root", "path")))} if mine is not None else set()
+    wanted = ["root", "path", "timestamp", *(c for c in columns if c not in ("root", "path", "timestamp"))]
+    t = read_these_parts(committed_parts(run.output), wanted, filter=filter & pc.field("path").isin(sorted({p for _, p in keys})))
+    if t is None:
+        return None
+    t = current_view(t, existing=False)
+    mask = [k in keys for k in zip(t["root"].to_pylist(), t["path"].to_pylist())]
+    return t.filter(pa.array(mask, pa.bool_())).select(columns)
 
 
 def _relative(output, written: list) -> list[str]:
@@ -570,8 +738,8 @@ def _timelines(run: _Run, new_parts: list) -> list[str]:
     from facepipe.faces.video import VIDEO_FORMATS
 
     probs = [n for n in run.schema.names if n.startswith("prob_")]
-    rows = read_these_parts(new_parts, ["root", "path", "status", "image_format", "timestamp_s", "track_id", *probs],
-                            filter=(pc.field("status") == "ok") & pc.field("image_format").isin(list(VIDEO_FORMATS)))
+    rows = _video_rows(run, new_parts, ["root", "path", "status", "image_format", "timestamp_s", "track_id", *probs],
+                       (pc.field("status") == "ok") & pc.field("image_format").isin(list(VIDEO_FORMATS)))
     if rows is None or rows.num_rows == 0:
         return []
     from facepipe import plots as fplots
@@ -622,6 +790,8 @@ def _summary(run: _Run, cfg: AnnotateConfig, entries, done_unchanged: int, todo,
             "faces": counts["faces"],
             "videos": counts["videos"],
             "video_frames": counts["frames"],
+            "video_segments": counts["segments"],
+            "videos_resumed": len(run.marks.get("resumed_videos", ())),
             "parts_written": len(writer.parts),
             "rows_written": writer.rows_committed,
             "seconds": round(total_s, 3),

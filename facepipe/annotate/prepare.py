@@ -14,6 +14,7 @@ on the image's first row, so their sums are the stage costs of a run.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,12 +28,18 @@ from facepipe.faces.decode import ImageDecodeError, array_to_image, decode_image
 from facepipe.faces.detect import DetectorConfig, detector_config, get_detector
 from facepipe.faces.framing import CONTEXT_FACTOR, DEFAULT_MARGIN, model_margins, refine_passes
 from facepipe.faces.track import Tracker
-from facepipe.faces.video import VideoError, sample_frames, sniff_video
+from facepipe.faces.video import SegmentPlan, VideoError, plan_segments, sample_frames, sample_segment, sniff_video
 
-__all__ = ["FILE_COLUMNS", "PrepareConfig", "crop_columns", "model_crops", "prepare_batch", "prepare_items"]
+__all__ = ["FILE_COLUMNS", "SPLIT", "PrepareConfig", "segment_record", "crop_columns", "model_crops", "prepare_batch", "prepare_items"]
 
-#: Columns a listed file brings into the pipeline (see :class:`facepipe.annotate.listing.FileEntry`).
-FILE_COLUMNS = ("root", "input_root", "path", "abs_path", "file_size", "file_mtime_ns", "done_sha")
+#: Columns a listed file brings into the pipeline (see :class:`facepipe.annotate.listing.FileEntry`);
+#: ``segment``: "" for a file, else the JSON of one segment of a video (:func:`segment_record`).
+FILE_COLUMNS = ("root", "input_root", "path", "abs_path", "file_size", "file_mtime_ns", "done_sha", "segment")
+
+#: The status of the one row a long video gives in its file's task when cut into segments: its
+#: :class:`~facepipe.faces.video.SegmentPlan` (``segment_plan``), for the job to run each segment
+#: as a task of its own. Never written.
+SPLIT = "split"
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,9 @@ class PrepareConfig:
     #: Video files: frames analysed per second of presentation time (0: every frame), and at most this many per file.
     video_fps: float = 5.0
     video_max_frames: int | None = 10_000
+    #: Videos longer than 1.5 times this (seconds) are cut into segments of about this length,
+    #: each decoded by a task of its own (0: every video is decoded whole in its file's task).
+    video_segment_s: float = 0.0
 
 
 class _Rows:
@@ -95,7 +105,7 @@ class _Rows:
 
         out = {
             name: col(name, object, "")
-            for name in ("root", "input_root", "path", "abs_path", "sha256", "status", "error", "image_format", "image_mode")
+            for name in ("root", "input_root", "path", "abs_path", "sha256", "status", "error", "image_format", "image_mode", "segment_plan")
         }
         out["file_size"] = col("file_size", np.int64, -1)
         out["file_mtime_ns"] = col("file_mtime_ns", np.int64, -1)
@@ -107,6 +117,8 @@ class _Rows:
         out["frame_index"] = col("frame_index", np.int32, -1)
         out["timestamp_s"] = col("timestamp_s", np.float64, np.nan)
         out["track_id"] = col("track_id", np.int32, -1)
+        out["segment_index"] = col("segment_index", np.int32, -1)
+        out["segment_count"] = col("segment_count", np.int32, 0)
         # rows the row's file has in all (0: an image, whose num_faces says): the writer commits a file whole
         out["file_rows"] = col("file_rows", np.int32, 0)
         out["score"] = col("score", np.float32, np.nan)
@@ -194,6 +206,9 @@ def _analyse(rows: _Rows, gray: np.ndarray, base: dict, timings: dict, color: np
 
 
 def _prepare_file(rows: _Rows, rec: dict) -> None:
+    if rec.get("segment"):
+        _prepare_segment(rows, rec)
+        return
     base = {k: rec[k] for k in ("root", "input_root", "path", "abs_path", "file_size", "file_mtime_ns")}
     t0 = time.perf_counter()
     too_big = None
@@ -251,7 +266,8 @@ def _prepare_file(rows: _Rows, rec: dict) -> None:
 def _prepare_video(rows: _Rows, base: dict, data: bytes, fmt: str, t_read: float) -> None:
     """A video's rows: its sampled frames' faces (``frame_index``, ``timestamp_s``, ``track_id``), a
     ``no_face`` row per frame without one, and an ``error`` row naming the time where decoding
-    stopped early (a damaged file, or ``video_max_frames``); every row carries the file's row count."""
+    stopped early (a damaged file, or ``video_max_frames``); every row carries the file's row count.
+    A video long enough to cut (``video_segment_s``) gives one :data:`SPLIT` row instead."""
     cfg = rows.config
     start = rows.n
     t0 = time.perf_counter()
@@ -261,7 +277,35 @@ def _prepare_video(rows: _Rows, base: dict, data: bytes, fmt: str, t_read: float
         rows.add(**base, status="error", error=str(e), image_format=fmt, t_read=t_read, t_decode=time.perf_counter() - t0)
         return
     base = dict(base, image_format=fmt, image_mode="bgr", exif_orientation=1, image_width=info.width, image_height=info.height)
-    tracker, want_color = Tracker(), _wants_color(cfg)
+    plan = plan_segments(data, cfg.video_fps or None, cfg.video_max_frames, cfg.video_segment_s) if cfg.video_segment_s else None
+    if plan is not None:
+        next(frames, None)  # started, so that closing it closes its container
+        frames.close()
+        rows.add(**base, status=SPLIT, segment_plan=plan.to_json(), segment_count=len(plan.segments), file_rows=1,
+                 t_read=t_read, t_decode=time.perf_counter() - t0)
+        return
+    kept, last_t, stopped = _analyse_frames(rows, base, frames, t_read, Tracker())
+    del data
+    limit = cfg.video_max_frames
+    if stopped is None and limit is not None and kept >= limit and info.duration_s and last_t + 1.5 / (cfg.video_fps or 30.0) < info.duration_s:
+        stopped = (_limit_message(limit, last_t, info.duration_s), last_t)
+    if stopped is not None or kept == 0:
+        message, at_s = stopped or ("the video stream has no frames", 0.0)
+        rows.add(**base, status="error", error=message, timestamp_s=at_s)
+    for i in range(start, rows.n):
+        rows.set(i, "file_rows", rows.n - start)
+
+
+def _limit_message(limit: int, last_t: float, duration_s: float | None) -> str:
+    of = f" of {duration_s:.3f} s" if duration_s else ""
+    return f"not analysed after {last_t:.3f} s{of}: the limit of {limit} frames per video (--max-frames) was reached"
+
+
+def _analyse_frames(rows: _Rows, base: dict, frames, t_read: float, tracker: Tracker | None) -> tuple[int, float, tuple[str, float] | None]:
+    """Detect and crop each sampled frame of ``frames`` (rows per face, ``track_id`` from
+    ``tracker`` when given); how many frames, the last one's time, and ``(message, at_s)`` when
+    decoding failed on the way."""
+    want_color = _wants_color(rows.config)
     stopped, kept, last_t = None, 0, 0.0
     while True:
         t1 = time.perf_counter()
@@ -279,18 +323,54 @@ def _prepare_video(rows: _Rows, base: dict, data: bytes, fmt: str, t_read: float
             _analyse(rows, cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY), at, timings, frame.image if want_color else None)
         except Exception as e:  # noqa: BLE001 - a detector failure is this frame's error only
             rows.add(**at, status="error", error=_error_message(e), **timings)
-        faces = [i for i in range(first, rows.n) if rows.get(i, "status") == "ok"]
-        for i, track in zip(faces, tracker.update(np.array([rows.get(i, "bbox") for i in faces]), frame.timestamp_s)):
-            rows.set(i, "track_id", track)
+        if tracker is not None:
+            faces = [i for i in range(first, rows.n) if rows.get(i, "status") == "ok"]
+            for i, track in zip(faces, tracker.update(np.array([rows.get(i, "bbox") for i in faces]), frame.timestamp_s)):
+                rows.set(i, "track_id", track)
         kept, last_t = kept + 1, frame.timestamp_s
-    del data
-    limit = cfg.video_max_frames
-    if stopped is None and limit is not None and kept >= limit and info.duration_s and last_t + 1.5 / (cfg.video_fps or 30.0) < info.duration_s:
-        stopped = (f"not analysed after {last_t:.3f} s of {info.duration_s:.3f} s: the limit of {limit} frames per video "
-                   "(--max-frames) was reached", last_t)
+    return kept, last_t, stopped
+
+
+def segment_record(rec: dict, split_row: dict, k: int) -> dict:
+    """The pipeline record (:data:`FILE_COLUMNS`) of segment ``k`` of the video whose file record
+    is ``rec`` and whose :data:`SPLIT` row (its values by column) is ``split_row``."""
+    carried = {c: split_row[c] for c in ("sha256", "image_format", "image_width", "image_height", "file_size", "file_mtime_ns")}
+    return {**{c: rec[c] for c in FILE_COLUMNS}, "file_size": int(carried["file_size"]), "file_mtime_ns": int(carried["file_mtime_ns"]),
+            "done_sha": "", "segment": json.dumps({"plan": split_row["segment_plan"], "k": int(k), **{c: _plain(v) for c, v in carried.items()}})}
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _prepare_segment(rows: _Rows, rec: dict) -> None:
+    """The rows of one segment of a video (:func:`segment_record`): as :func:`_prepare_video` gives
+    for its frames, with ``segment_index``/``segment_count``, no ``track_id`` (the job tracks
+    faces across segments, in order) and each row counting the segment's rows as its file's."""
+    cfg = rows.config
+    seg = json.loads(rec["segment"])
+    plan, k = SegmentPlan.from_json(seg["plan"]), int(seg["k"])
+    count = len(plan.segments)
+    base = {c: rec[c] for c in ("root", "input_root", "path", "abs_path")} | {
+        "file_size": seg["file_size"], "file_mtime_ns": seg["file_mtime_ns"], "sha256": seg["sha256"], "image_format": seg["image_format"],
+        "image_mode": "bgr", "exif_orientation": 1, "image_width": seg["image_width"], "image_height": seg["image_height"],
+        "segment_index": k, "segment_count": count}
+    start = rows.n
+    t0 = time.perf_counter()
+    stopped, kept, last_t = None, 0, 0.0
+    try:
+        with storage.open_read(rec["abs_path"], seekable=True) as (f, st):
+            if st is not None and st != (seg["file_size"], seg["file_mtime_ns"]):
+                stopped = ("the file changed while its segments were annotated (a later run annotates it again)", None)
+            else:
+                kept, last_t, stopped = _analyse_frames(rows, base, sample_segment(f, plan, k, cfg.video_fps or None), time.perf_counter() - t0, None)
+    except (OSError, VideoError) as e:
+        stopped = (f"cannot read file: {getattr(e, 'strerror', None) or e}", None)
+    if stopped is None and k == count - 1 and plan.limited:
+        stopped = (_limit_message(cfg.video_max_frames, plan.last_s, None), plan.last_s)
     if stopped is not None or kept == 0:
-        message, at_s = stopped or ("the video stream has no frames", 0.0)
-        rows.add(**base, status="error", error=message, timestamp_s=at_s)
+        message, at_s = stopped or ("the segment gave no frames", None)
+        rows.add(**base, status="error", error=message, timestamp_s=at_s if at_s is not None else float("nan"))
     for i in range(start, rows.n):
         rows.set(i, "file_rows", rows.n - start)
 

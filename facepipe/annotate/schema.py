@@ -13,8 +13,8 @@ A video file has rows per sampled frame: one per face found in it (``ok``), else
 row; ``frame_index``, ``timestamp_s`` and ``track_id`` say which frame and which face. Still images
 have null frame fields.
 
-Schema version 3 (version 2 had no pose fields, version 1 no frame fields either; their parts keep
-reading, with those columns null)
+Schema version 4 (version 3 had no segment fields, version 2 no pose fields, version 1 no frame
+fields either; their parts keep reading, with those columns null)
 — fields (null where not applicable, e.g. face fields on ``no_face`` rows):
 
 =====================  ==========  =========================================================
@@ -22,7 +22,9 @@ field                  type        meaning
 =====================  ==========  =========================================================
 schema_version         int16       this schema's version (``SCHEMA_VERSION``)
 run_id                 string      the run that wrote the row
-timestamp              timestamp   when the row's part file was committed (UTC, microseconds)
+timestamp              timestamp   when the file's annotation was committed (UTC, microseconds): one
+                                   time for all its rows (a video cut into segments commits segment
+                                   by segment; its rows all carry the first segment's commit time)
 root                   string      input root label (the input folder's name, ``~2`` if repeated)
 input_root             string      absolute path of the input root at annotation time
 path                   string      file path relative to its input root (POSIX separators)
@@ -42,6 +44,10 @@ frame_index            int32       video: the frame's number in decode order (nu
 timestamp_s            float64     video: the frame's presentation time, seconds from the first frame;
                                    on an ``error`` row, where decoding stopped (null for images)
 track_id               int32       video: the face across frames (same id = same face; null unless ok)
+segment_index          int32       video cut into segments (``--segment-seconds``): the segment, in time
+                                   order, whose task decoded the row's frame (null otherwise)
+segment_count          int32       its segments in all: the video is complete in the dataset when rows
+                                   of every segment are (a killed run's rerun does the missing ones)
 bbox_x, bbox_y         float32     face box top-left, image pixels (``mtcnn``: may reach past the edge)
 bbox_w, bbox_h         float32     face box size, image pixels
 detector_score         float32     the detector's score, larger = more face-like (``haar``: cascade level
@@ -85,7 +91,7 @@ from facepipe.data.schema import IBUG68_TO_KAGGLE15, is_ibug68, kaggle15_from_ib
 
 __all__ = ["SCHEMA_VERSION", "POSE_COLUMNS", "STATUSES", "FILE_STATUS_ORDER", "file_status", "keypoint_columns", "derived_keypoints", "named_points", "prob_column", "build_schema", "rows_to_table", "describe_fields"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Head pose columns (schema version 3), degrees, in :data:`facepipe.faces.pose.POSE_NAMES` order.
 POSE_COLUMNS = ("yaw_deg", "pitch_deg", "roll_deg")
 STATUSES = ("ok", "no_face", "error")
@@ -104,7 +110,7 @@ _TS = pa.timestamp("us", tz="UTC")
 _BASE_HEAD: list[tuple[str, pa.DataType, str]] = [
     ("schema_version", pa.int16(), "version of this schema"),
     ("run_id", pa.string(), "the run that wrote the row"),
-    ("timestamp", _TS, "when the row's part file was committed (UTC)"),
+    ("timestamp", _TS, "when the file's annotation was committed (UTC; one time for all its rows, a segmented video's too)"),
     ("root", pa.string(), "input root label (the input folder's name)"),
     ("input_root", pa.string(), "absolute path of the input root at annotation time"),
     ("path", pa.string(), "file path relative to its input root (POSIX)"),
@@ -123,6 +129,8 @@ _BASE_HEAD: list[tuple[str, pa.DataType, str]] = [
     ("frame_index", pa.int32(), "video: the frame's number in decode order (null for images)"),
     ("timestamp_s", pa.float64(), "video: the frame's presentation time, seconds (error rows: where decoding stopped)"),
     ("track_id", pa.int32(), "video: the same face across frames (null unless ok)"),
+    ("segment_index", pa.int32(), "video cut into segments: the segment the row's frame lies in (null otherwise)"),
+    ("segment_count", pa.int32(), "video cut into segments: how many segments it has (null otherwise)"),
     ("bbox_x", pa.float32(), "face box left, image pixels"),
     ("bbox_y", pa.float32(), "face box top, image pixels"),
     ("bbox_w", pa.float32(), "face box width, image pixels"),
@@ -235,6 +243,10 @@ def rows_to_table(rows: dict[str, np.ndarray], schema: pa.Schema, *, run_id: str
     frame = np.asarray(rows.get("frame_index", np.full(n, -1)), np.int32)
     ts = np.asarray(rows.get("timestamp_s", np.full(n, np.nan)), np.float64)
     track = np.asarray(rows.get("track_id", np.full(n, -1)), np.int32)
+    segment = np.asarray(rows.get("segment_index", np.full(n, -1)), np.int32)
+    segments = np.asarray(rows.get("segment_count", np.full(n, 0)), np.int32)
+    cols["segment_index"] = _masked(segment, segment < 0, pa.int32())
+    cols["segment_count"] = _masked(segments, segments <= 0, pa.int32())
     cols["frame_index"] = _masked(frame, frame < 0, pa.int32())
     cols["timestamp_s"] = _masked(ts, ~np.isfinite(ts), pa.float64())
     cols["track_id"] = _masked(track, not_ok | (track < 0), pa.int32())

@@ -34,9 +34,13 @@ from facepipe import storage
 from facepipe.annotate.listing import real_name
 from facepipe.annotate.writer import COMPACT_DIR, PART_GLOB, QUARANTINE_DIR, atomic_write_bytes, dataset_dir
 
-__all__ = ["DamagedOutput", "MANIFEST", "State", "committed_parts", "read_manifest", "STATE_COLUMNS", "load_state", "state_of", "read_parts", "read_these_parts", "read_annotations", "current_view"]
+__all__ = ["DamagedOutput", "MANIFEST", "PARTIAL", "State", "committed_parts", "read_manifest", "STATE_COLUMNS", "load_state", "state_of", "read_parts", "read_these_parts", "read_annotations", "current_view"]
 
-_STATE_COLUMNS = ["root", "path", "timestamp", "sha256", "file_size", "file_mtime_ns", "status", "error"]
+_STATE_COLUMNS = ["root", "path", "timestamp", "sha256", "file_size", "file_mtime_ns", "status", "error", "segment_index", "segment_count"]
+
+#: The status :class:`State` gives a segmented video's latest annotation that lacks segments (a
+#: killed run's): not done, and resumed at its first missing segment when its content is unchanged.
+PARTIAL = "partial"
 
 
 @dataclass
@@ -55,6 +59,9 @@ class State:
     errors: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     #: (root, path) → sha256 of the latest done annotation, for the files :meth:`select` kept.
     shas: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (root, path) → (sha256, commit time in ns, segments committed, segments in all) of a
+    #: segmented video whose latest annotation lacks segments; its committed ones are a prefix.
+    partial: dict[tuple[str, str], tuple[str, int, int, int]] = field(default_factory=dict)
 
     def select(self, entries: list) -> list:
         """The listed entries (:class:`~facepipe.annotate.listing.FileEntry`, in their order) that are
@@ -71,11 +78,12 @@ class State:
             "ctime": pa.array([e.ctime_ns for e in entries], pa.int64()),
         }))
         joined = listing.join(self.latest, keys=["root", "path"], join_type="left outer", use_threads=False)
-        done = pc.and_kleene(pc.and_kleene(pc.not_equal(joined["status"], "error"), pc.equal(joined["size"], joined["file_size"])),
+        finished = pc.invert(pc.is_in(joined["status"], pa.array(["error", PARTIAL])))
+        done = pc.and_kleene(pc.and_kleene(finished, pc.equal(joined["size"], joined["file_size"])),
                              pc.and_kleene(pc.equal(joined["mtime"], joined["file_mtime_ns"]), pc.less(joined["ctime"], joined["timestamp"])))
         rest = joined.filter(pc.invert(pc.fill_null(done, False)))
         rest = rest.take(pc.sort_indices(rest["_i"]))
-        known = rest.filter(pc.and_kleene(pc.is_valid(rest["status"]), pc.not_equal(rest["status"], "error")))
+        known = rest.filter(pc.and_kleene(pc.is_valid(rest["status"]), pc.invert(pc.is_in(rest["status"], pa.array(["error", PARTIAL])))))
         for root, path, sha in zip(*(known[c].to_pylist() for c in ("root", "path", "sha256"))):
             self.shas[(root, path)] = sha if isinstance(sha, str) else ""
         return [entries[i] for i in rest["_i"].to_pylist()]
@@ -230,7 +238,12 @@ def read_these_parts(parts: list, columns: list[str] | None = None, filter=None,
             pf = pq.ParquetFile(f, read_dictionary=few)
             names = set(pf.schema_arrow.names)
             t = pf.read(columns=None if columns is None else [c for c in columns if c in names], use_threads=False)
-        tables.append(t.filter(filter) if filter is not None else t)
+        if filter is not None:
+            for name, type_ in ADDED_FIELDS.items():  # a filter on a column an older part lacks sees nulls there
+                if name not in names and name not in t.schema.names:
+                    t = t.append_column(name, pa.nulls(t.num_rows, type_))
+            t = t.filter(filter)
+        tables.append(t)
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     for name, type_ in ADDED_FIELDS.items():
         if name not in table.schema.names and (columns is None or name in columns):
@@ -289,12 +302,35 @@ def state_of(everything: pa.Table | None, keypoints_model_id: str | None, emotio
     t = _numbered(t)
     first = t.group_by(["root", "path"], use_threads=False).aggregate([("_i", "min")])
     latest = t.take(first["_i_min"]).select(["root", "path", "sha256", "file_size", "file_mtime_ns", "status", "error", "timestamp"])
+    latest = _mark_partial(t, latest, state)
     errors = latest.filter(pc.field("status") == "error")
     for root, path, sha, error in zip(*(errors[c].to_pylist() for c in ("root", "path", "sha256", "error"))):
         state.errors[(root, path)] = (sha if isinstance(sha, str) else "", error if isinstance(error, str) else "")
-    state.images = latest.num_rows - errors.num_rows
+    state.images = latest.num_rows - errors.num_rows - len(state.partial)
     state.latest = latest
     return state
+
+
+def _mark_partial(rows: pa.Table, latest: pa.Table, state: State) -> pa.Table:
+    """``latest`` with the status :data:`PARTIAL` for each segmented video whose latest annotation
+    (the rows sharing its time) has rows of fewer segments than its ``segment_count``, noted in
+    ``state.partial``."""
+    seg = rows.filter(pc.is_valid(rows["segment_count"])).select(["root", "path", "timestamp", "segment_index", "segment_count"])
+    if seg.num_rows == 0:
+        return latest
+    newest = latest.select(["root", "path", "timestamp", "sha256"]).rename_columns(["root", "path", "_latest", "sha256"])
+    seg = seg.join(newest, keys=["root", "path"], join_type="inner", use_threads=False)
+    seg = seg.filter(pc.equal(seg["timestamp"], seg["_latest"]))
+    got = seg.group_by(["root", "path", "sha256", "_latest"], use_threads=False).aggregate(
+        [("segment_index", "count_distinct"), ("segment_count", "max")])
+    short = got.filter(pc.less(got["segment_index_count_distinct"], got["segment_count_max"]))
+    if short.num_rows == 0:
+        return latest
+    for root, path, sha, ts, have, count in zip(*(short[c].to_pylist() for c in ("root", "path", "sha256", "_latest", "segment_index_count_distinct", "segment_count_max"))):
+        state.partial[(root, path)] = (sha or "", int(ts), int(have), int(count))
+    keys = pa.array([f"{r}\0{p}" for r, p in state.partial], pa.string())
+    key = pc.binary_join_element_wise(latest["root"], latest["path"], "\0")
+    return latest.set_column(latest.schema.get_field_index("status"), "status", pc.if_else(pc.is_in(key, keys), PARTIAL, latest["status"]))
 
 
 def _numbered(table: pa.Table) -> pa.Table:
@@ -371,6 +407,8 @@ def read_annotations(output: str | os.PathLike, latest: bool = True, columns: li
 
 
 #: Columns added after schema version 1, null in outputs written before them: the frame columns a
-#: video's rows fill (version 2; null on still images too) and the head pose (version 3).
+#: video's rows fill (version 2; null on still images too), the head pose (version 3) and a
+#: segmented video's segment columns (version 4).
 ADDED_FIELDS = {"frame_index": pa.int32(), "timestamp_s": pa.float64(), "track_id": pa.int32(),
-                "yaw_deg": pa.float32(), "pitch_deg": pa.float32(), "roll_deg": pa.float32()}
+                "yaw_deg": pa.float32(), "pitch_deg": pa.float32(), "roll_deg": pa.float32(),
+                "segment_index": pa.int32(), "segment_count": pa.int32()}

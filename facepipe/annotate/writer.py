@@ -192,9 +192,13 @@ class PartWriter:
         table = pa.concat_tables([t for pieces in chosen for t in pieces])
         idx = pc.sort_indices(table, sort_keys=[("root", "ascending"), ("path", "ascending"), ("frame_index", "ascending"), ("face_index", "ascending")])
         table = table.take(idx)
-        # All rows of a part share the commit time: an image's rows always land in one part.
+        # Rows get the commit time: an image's rows always land in one part. A segmented video's
+        # rows come with their annotation's time (its first segment's), so all its rows share one.
         now = datetime.datetime.now(datetime.timezone.utc)
+        given = table.column("timestamp")
         ts = pa.array([now] * table.num_rows, self.schema.field("timestamp").type)
+        if given.null_count < table.num_rows:
+            ts = pc.if_else(pc.is_valid(given), given, ts)
         table = table.set_column(table.schema.get_field_index("timestamp"), self.schema.field("timestamp"), ts)
         seq = len(self.parts)
         name = f"part-{self.run_id}-{seq:05d}.parquet"

@@ -38,7 +38,7 @@ SHARED_DETECTOR_FIELDS = tuple(f.name for f in dataclasses.fields(DetectorConfig
 #: ``local`` are --quiet and --local/--ray).
 MAIN_FLAGS = ("tasks", "landmarks", "recursive", "glob", "include_hidden", "batch_size", "concurrency", "plots", "plot_samples", "limit", "progress")
 CROP_FLAGS = ("margin", "refine")
-VIDEO_FLAGS = ("fps", "max_frames")
+VIDEO_FLAGS = ("fps", "max_frames", "segment_seconds")
 EXECUTION_FLAGS = ("device", "num_cpus", "files_per_task", "prepare_num_cpus", "infer_num_cpus", "torch_threads", "part_images", "part_seconds")
 
 

@@ -46,7 +46,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     task_default["arch"] = _per_task(lambda t: t.arch)
     task_default["label_smoothing"] = _per_task(lambda t: getattr(t, "label_smoothing", "none"))
     add_config_flags(g, TrainConfig, only=("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "arch"), default_text=task_default)
-    add_config_flags(g, TrainConfig, only=("members", "mutual", "ema"))
+    add_config_flags(g, TrainConfig, only=("members", "mutual", "ema", "keypoint_weights"))
     for task in TASKS.values():
         for f in task.arch_flags:
             g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=f.type, default=None, nargs=f.nargs, choices=f.choices,

@@ -52,6 +52,14 @@ class Tracker:
     def __post_init__(self) -> None:
         self._next = self.first_id
 
+    @classmethod
+    def continuing(cls, last_seen: dict[int, tuple[np.ndarray, float]], **settings) -> "Tracker":
+        """A tracker in the state one had after seeing tracks whose last box and time were
+        ``last_seen`` (``{id: (box, t)}``): it goes on as that one would (new ids after theirs)."""
+        tracker = cls(first_id=max(last_seen, default=-1) + 1, **settings)
+        tracker._live = {int(k): (np.asarray(box, np.float64), float(t)) for k, (box, t) in last_seen.items()}
+        return tracker
+
     def update(self, boxes: np.ndarray, t: float) -> list[int]:
         """The track id of each box (n, 4: x, y, w, h) of the frame shown at time ``t``."""
         self._live = {k: v for k, v in self._live.items() if t - v[1] <= self.max_gap_s}

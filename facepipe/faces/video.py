@@ -22,7 +22,8 @@ from typing import BinaryIO, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-__all__ = ["VIDEO_FORMATS", "VideoError", "VideoFrame", "VideoInfo", "sniff_video", "open_video", "sample_frames", "write_video"]
+__all__ = ["VIDEO_FORMATS", "VideoError", "VideoFrame", "VideoInfo", "Segment", "SegmentPlan", "sniff_video", "open_video", "sample_frames",
+           "plan_segments", "sample_segment", "write_video"]
 
 #: Container formats recognised by content (their first bytes), whatever the file is named.
 VIDEO_FORMATS = ("mp4", "mov", "mkv", "webm", "avi")
@@ -111,6 +112,17 @@ def open_video(source: str | bytes | BinaryIO):
     return container
 
 
+def _seconds(pts: int, time_base) -> float:
+    """A presentation time in seconds: one formula for whole files, segment plans and segments alike,
+    so that all three put a frame into the same sampling interval."""
+    return float(pts * time_base)
+
+
+def _bin(t: float, fps: float | None, index: int) -> int:
+    """The sampling interval of a frame at ``t`` seconds (every frame its own: ``fps`` None or 0)."""
+    return math.floor(t * fps + 1e-6) if fps else index
+
+
 def sample_frames(source: str | bytes | BinaryIO, fps: float | None = None, max_frames: int | None = None,
                   fmt: str = "") -> tuple[VideoInfo, Iterator[VideoFrame]]:
     """The video's :class:`VideoInfo` and an iterator over its frames sampled at ``fps`` (None or
@@ -139,8 +151,10 @@ def sample_frames(source: str | bytes | BinaryIO, fps: float | None = None, max_
     rate = stream.average_rate or stream.guessed_rate
     step = 1.0 / float(rate) if rate else 0.1
 
+    tb = stream.time_base
+
     def frames_iter() -> Iterator[VideoFrame]:
-        t0 = first.time if first.time is not None else 0.0
+        t0 = _seconds(first.pts, tb) if first.pts is not None else 0.0
         last_bin, kept, index, frame, last_t = -1, 0, 0, first, 0.0
         # A decoder that meets damaged data may resynchronise further on and go on quietly (FFmpeg's
         # logs would say, but PyAV's log hook can deadlock threaded decoders): a hole in presentation
@@ -148,8 +162,8 @@ def sample_frames(source: str | bytes | BinaryIO, fps: float | None = None, max_
         gap = None
         try:
             while True:
-                t = (frame.time - t0) if frame.time is not None else last_t
-                b = math.floor(t * fps + 1e-6) if fps else index
+                t = (_seconds(frame.pts, tb) - t0) if frame.pts is not None else last_t
+                b = _bin(t, fps, index)
                 if b > last_bin:
                     if max_frames is not None and kept >= max_frames:
                         return
@@ -168,8 +182,8 @@ def sample_frames(source: str | bytes | BinaryIO, fps: float | None = None, max_
                     break
                 except Exception as e:  # noqa: BLE001 - damage after good frames: say where
                     raise VideoError(f"video decoding failed after {last_t:.3f} s: {_ffmpeg_message(e)}", at_s=last_t) from None
-                if gap is None and frame.time is not None and frame.time - t0 - last_t > max(GAP_S, GAP_STEPS * step):
-                    gap = (last_t, frame.time - t0)
+                if gap is None and frame.pts is not None and _seconds(frame.pts, tb) - t0 - last_t > max(GAP_S, GAP_STEPS * step):
+                    gap = (last_t, _seconds(frame.pts, tb) - t0)
         finally:
             container.close()
         if gap is not None:
@@ -177,6 +191,145 @@ def sample_frames(source: str | bytes | BinaryIO, fps: float | None = None, max_
                              "hole in the file); the frames on both sides are analysed", at_s=gap[0])
 
     return info, frames_iter()
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of consecutive sampled frames that one task decodes on its own (:func:`sample_segment`)."""
+
+    start_pts: int  # its first sampled frame's presentation time (stream time base): the task seeks there
+    end_pts: int | None  # the next segment's first (None: the video's end)
+    first_index: int  # the first sampled frame's index (decode order, as :class:`VideoFrame` counts)
+    first_bin: int  # its sampling interval
+    frames: int  # sampled frames in it
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """How a video's sampled frames split into :class:`Segment` s, found from its packets alone."""
+
+    t0_pts: int  # the first frame's presentation time: timestamps count from it
+    segments: tuple[Segment, ...]
+    sampled: int  # sampled frames in all
+    last_s: float  # the last sampled frame's time
+    limited: bool  # sampling stopped at ``max_frames`` before the video's end
+
+    def to_json(self) -> str:
+        import dataclasses
+        import json
+
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "SegmentPlan":
+        import json
+
+        d = json.loads(text)
+        return cls(**{**d, "segments": tuple(Segment(**s) for s in d["segments"])})
+
+
+def plan_segments(source: str | bytes | BinaryIO, fps: float | None, max_frames: int | None, segment_s: float) -> SegmentPlan | None:
+    """The video's sampled frames (the ones :func:`sample_frames` gives) cut into segments of about
+    ``segment_s`` seconds of presentation time, from its packets (demuxed, not decoded); None when
+    it is not worth cutting (at most 1.5 segments long) or anything about its packets is unusual
+    (no time on a packet, a hole, a stream cut short, a demuxer error): such a file is decoded
+    whole, where those cases are found and reported frame by frame."""
+    try:
+        container = open_video(source)
+    except VideoError:
+        return None
+    try:
+        stream = container.streams.video[0]
+        tb = stream.time_base
+        rate = stream.average_rate or stream.guessed_rate  # read now: a closed container's stream is gone
+        duration = float(stream.duration * tb) if stream.duration and tb else (container.duration / 1e6 if container.duration else None)
+        if not segment_s or duration is None or duration <= 1.5 * segment_s or tb is None:
+            return None
+        pts = []
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                if packet.size:
+                    return None
+                continue  # the demuxer's closing empty packet
+            pts.append(int(packet.pts))
+    except Exception:  # noqa: BLE001 - a demuxer error: the whole-file path says where
+        return None
+    finally:
+        container.close()
+    if len(pts) < 2 or len(set(pts)) != len(pts):
+        return None
+    pts.sort()  # decoders give frames in presentation order
+    t0 = _seconds(pts[0], tb)
+    times = [_seconds(p, tb) - t0 for p in pts]
+    step = 1.0 / float(rate) if rate else 0.1
+    if times[-1] + 2.5 * step < duration or max(b - a for a, b in zip(times, times[1:])) > max(GAP_S, GAP_STEPS * step):
+        return None
+    sampled, last_bin = [], -1  # (index, bin) of each sampled frame
+    for i, t in enumerate(times):
+        b = _bin(t, fps, i)
+        if b > last_bin:
+            if max_frames is not None and len(sampled) >= max_frames:
+                break
+            sampled.append((i, b))
+            last_bin = b
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for i, b in sampled:
+        groups.setdefault(int(times[i] // segment_s), []).append((i, b))
+    if len(groups) < 2:
+        return None
+    firsts = [g[0][0] for g in groups.values()]
+    segments = tuple(Segment(start_pts=pts[g[0][0]], end_pts=pts[firsts[k + 1]] if k + 1 < len(firsts) else None,
+                             first_index=g[0][0], first_bin=g[0][1], frames=len(g)) for k, g in enumerate(groups.values()))
+    last_s = times[sampled[-1][0]]
+    limited = max_frames is not None and len(sampled) >= max_frames and sampled[-1][0] < len(times) - 1
+    return SegmentPlan(t0_pts=pts[0], segments=segments, sampled=len(sampled), last_s=round(last_s, 6), limited=limited)
+
+
+def sample_segment(source: str | bytes | BinaryIO, plan: SegmentPlan, k: int, fps: float | None) -> Iterator[VideoFrame]:
+    """The sampled frames of segment ``k`` of ``plan``: the frames :func:`sample_frames` gives in
+    that stretch, with the same indices and timestamps, decoded from the key frame before it
+    (a seek, not a decode from the start). Raises :class:`VideoError` with ``at_s`` on damage."""
+    seg = plan.segments[k]
+    container = open_video(source)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        tb = stream.time_base
+        t0 = _seconds(plan.t0_pts, tb)
+        last_t = _seconds(seg.start_pts, tb) - t0
+        for attempt in ("seek", "start"):
+            if attempt == "seek" and seg.first_index:
+                container.seek(seg.start_pts, stream=stream, backward=True, any_frame=False)
+            elif attempt == "seek":
+                attempt = "start"
+            last_bin, kept, index, late = seg.first_bin - 1, 0, seg.first_index, False
+            try:
+                for frame in container.decode(stream):
+                    if frame.pts is None or frame.pts < seg.start_pts:
+                        continue
+                    if kept == 0 and frame.pts > seg.start_pts:
+                        late = True  # the seek landed past the segment's start: decode from the start instead
+                        break
+                    if seg.end_pts is not None and frame.pts >= seg.end_pts:
+                        return
+                    t = _seconds(frame.pts, tb) - t0
+                    b = _bin(t, fps, index)
+                    if b > last_bin:
+                        last_bin, kept = b, kept + 1
+                        yield VideoFrame(index=index, timestamp_s=round(float(t), 6), image=_upright(frame))
+                        if kept >= seg.frames:
+                            return
+                    last_t, index = t, index + 1
+            except Exception as e:  # noqa: BLE001 - damage inside the segment: say where
+                raise VideoError(f"video decoding failed after {last_t:.3f} s: {_ffmpeg_message(e)}", at_s=last_t) from None
+            if not late or attempt == "start":
+                break
+            container.seek(0, stream=stream, backward=True, any_frame=False)
+        if kept < seg.frames:
+            raise VideoError(f"video decoding stopped after {last_t:.3f} s, {seg.frames - kept} sampled frames short of what "
+                             "its packets promised (truncated or damaged)", at_s=last_t)
+    finally:
+        container.close()
 
 
 #: Encoders by container for :func:`write_video` (all in PyAV's wheel).
