@@ -17,7 +17,7 @@ from facepipe.data.synth import write_fer_csv, write_keypoints_csv
 from facepipe.evaluate import evaluate
 from facepipe.predictor import Predictor
 from facepipe.tasks import classification_report
-from facepipe.tasks import masked_mse
+from facepipe.tasks import masked_mse, parse_point_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CNN = {"widths": [8, 16], "convs_per_block": 1, "dropout": 0.1}
@@ -54,6 +54,35 @@ def test_masked_mse_ignores_missing_points():
     assert (pred.grad[~mask] == 0).all() and (pred.grad[mask] != 0).all()
     # equals the plain MSE over the present coordinates only
     assert loss.item() == pytest.approx(float((target[mask] ** 2).mean()))
+
+
+def test_point_weights_scale_each_points_share_of_the_loss_and_bad_specs_name_the_point():
+    names = [f"p{i:02d}" for i in range(5)]
+    w = parse_point_weights("p01..p03=0.25,p04=2", names)
+    assert w.tolist() == [1.0, 0.25, 0.25, 0.25, 2.0]
+    assert parse_point_weights("p03..p01=0", names).tolist() == [1.0, 0.0, 0.0, 0.0, 1.0]  # a range either way round
+    assert parse_point_weights(None, names) is None
+    for spec, words in [("p09=1", "no point 'p09'"), ("p01", "expected NAME=W"), ("p01=-1", "W >= 0"), ("p00..p04=0", "every point at weight 0")]:
+        with pytest.raises(ValueError, match=words):
+            parse_point_weights(spec, names)
+    # the loss: each point's squared error times its weight, over the present points' weights
+    pred = torch.zeros(1, 5, 2)
+    target = torch.tensor([[[1.0, 1.0], [2.0, 2.0], [float("nan"), float("nan")], [1.0, 1.0], [3.0, 3.0]]])
+    mask = ~torch.isnan(target[..., 0])
+    loss = masked_mse(pred, target, mask, torch.tensor(w))
+    present = [0, 1, 3, 4]
+    expected = sum(w[i] * 2 * float(target[0, i, 0]) ** 2 for i in present) / (2 * sum(w[i] for i in present))
+    assert loss.item() == pytest.approx(expected)
+    assert masked_mse(pred, target, mask, torch.ones(5)).item() == pytest.approx(masked_mse(pred, target, mask).item())
+
+
+def test_keypoint_weights_fail_before_training_for_a_name_not_in_the_data_or_a_task_without_points(gen_data, tmp_path):
+    from facepipe.train import train
+
+    with pytest.raises(ValueError, match="the emotion task has none"):
+        train(config("emotion", gen_data["emotion"], tmp_path / "e", keypoint_weights="p00=0.5"))
+    with pytest.raises(ValueError, match="no point 'p00'"):
+        train(config("keypoints", gen_data["keypoints"], tmp_path / "k", keypoint_weights="p00=0.5"))
 
 
 def test_training_batches_are_mixed_even_from_a_sorted_file(ray_session):
