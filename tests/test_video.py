@@ -186,6 +186,41 @@ def _face_columns(df):
 
 
 @pytest.mark.shared
+def test_keypoints_decide_between_tracks_whose_boxes_are_alike_and_a_continued_tracker_goes_on_the_same():
+    from facepipe.faces.track import Tracker, track_rows
+
+    layout = np.array([[30, 35], [70, 35], [50, 55], [38, 75], [62, 75]], np.float64)  # eyes, nose, mouth corners
+    box_a, box_b = np.array([100, 100, 100, 100.0]), np.array([104, 100, 100, 100.0])
+    points_a, points_b = layout + [100, 100], layout * 0.6 + [124, 110]  # one face fills its box, the other sits smaller in its own
+    for first in ("a", "b"):  # the order the two tracks started in must not matter
+        tracker = Tracker()
+        order = [(box_a, points_a), (box_b, points_b)] if first == "a" else [(box_b, points_b), (box_a, points_a)]
+        ids = tracker.update(np.stack([b for b, _ in order]), 0.0, np.stack([p for _, p in order]))
+        id_b = ids[[b is box_b for b, _ in order].index(True)]
+        # 0.2 s later one face is found, in a box equally close to both: its keypoints are those of b
+        assert tracker.update(np.array([[102, 100, 100, 100.0]]), 0.2, (points_b + 1)[None]) == [id_b]
+    assert tracker.update(np.zeros((0, 4)), 0.4, np.zeros((0, 5, 2))) == []  # a frame without faces
+    # a face seen without keypoints (e.g. only emotion runs) is matched by its box, as before
+    tracker = Tracker()
+    tracker.update(box_a[None], 0.0)
+    assert tracker.update(np.array([[110, 104, 100, 100.0]]), 0.2) == [0]
+    assert tracker.update(np.array([[400, 104, 100, 100.0]]), 0.4) == [1]  # far away: another face
+
+    # rows of a video frame by frame: the same ids whether tracked in one go or continued from the
+    # state its first frames left (how a resumed segmented video goes on)
+    frames = np.repeat(np.arange(6), 2)
+    times = frames * 0.2
+    status = np.array(["ok"] * 12)
+    boxes = np.array([[100 + 4 * f, 100, 100, 100] if i % 2 == 0 else [300 - 4 * f, 100, 90, 90] for i, f in enumerate(frames)], np.float64)
+    points = np.stack([layout + b[:2] for b in boxes])
+    whole = track_rows(Tracker(), frames, times, status, boxes, points)
+    assert whole.tolist() == [0, 1] * 6
+    head = track_rows(Tracker(), frames[:6], times[:6], status[:6], boxes[:6], points[:6])
+    last = {int(t): (boxes[i], float(times[i]), points[i]) for i, t in enumerate(head)}
+    tail = track_rows(Tracker.continuing(last), frames[6:], times[6:], status[6:], boxes[6:], points[6:])
+    assert np.concatenate([head, tail]).tolist() == whole.tolist()
+
+
 def test_a_video_of_one_person_gives_a_row_per_sampled_frame_one_track_and_the_rows_its_frames_give_as_files(tmp_path):
     frames = [f for f in _person_frames("Wes_Craven") for _ in range(3)]  # 36 frames at 10 fps: 3.6 s
     inp = tmp_path / "in"

@@ -68,6 +68,29 @@ def load_models_meta(keypoints_model: str | os.PathLike, emotion_model: str | os
     return check_model_dir(keypoints_model, "keypoints"), check_model_dir(emotion_model, "emotion")
 
 
+def _spans(rows: dict[str, np.ndarray]):
+    """``(first row, row count, is a video)`` of each item, in order: :func:`.prepare.prepare_items`
+    gives one row per face or one status row per image, and a video's rows all say how many it has."""
+    j, n = 0, len(rows["status"])
+    while j < n:
+        video = int(rows["file_rows"][j]) > 0
+        count = int(rows["file_rows"][j]) if video else (int(rows["num_faces"][j]) if str(rows["status"][j]) == "ok" else 1)
+        yield j, count, video
+        j += count
+
+
+def _with_tracks(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``rows`` with each video's ``track_id`` (its rows come frame by frame, in order)."""
+    from facepipe.faces.track import Tracker, track_rows
+
+    for j, count, video in _spans(rows):
+        if video:
+            span = slice(j, j + count)
+            rows["track_id"][span] = track_rows(Tracker(), rows["frame_index"][span], rows["timestamp_s"][span], rows["status"][span],
+                                                rows["bbox"][span], rows["keypoints"][span])
+    return rows
+
+
 class Annotator:
     """Loads the models of ``tasks`` once (both by default), as :class:`facepipe.predictor.Predictor`
     objects; ``__call__`` annotates a batch of rows from :mod:`.prepare`.
@@ -253,7 +276,7 @@ def predict(
             return build_schema(annotator.keypoint_names, annotator.class_names).empty_table().to_pandas()
         return []
     config = PrepareConfig(detector=det, margin=margin, detect=detect, cv2_threads=0, video_fps=fps, **annotator.crops)
-    rows = annotator(prepare_items(items, config, color=color))
+    rows = _with_tracks(annotator(prepare_items(items, config, color=color)))
     if as_frame:
         from facepipe.annotate.schema import build_schema, rows_to_table
 
@@ -261,14 +284,9 @@ def predict(
         table = rows_to_table(rows, schema, run_id="predict", timestamp=None, keypoints_model_id=annotator.model_ids[0],
                               emotion_model_id=annotator.model_ids[1], detector=det.describe() if detect else "none")
         return table.to_pandas()
-    # prepare_items emits, item by item in order, one row per face or one status row (a video:
-    # those of each sampled frame, and every row says how many the video has).
     results: list[dict] = []
-    j = 0
-    for _ in items:
-        video = int(rows["file_rows"][j]) > 0
+    for j, count, video in _spans(rows):
         st = str(rows["status"][j])
-        count = int(rows["file_rows"][j]) if video else (int(rows["num_faces"][j]) if st == "ok" else 1)
         span = range(j, j + count)
         statuses = [str(rows["status"][r]) for r in span]
         errors = [str(rows["error"][r]) for r in span if statuses[r - j] == "error" and str(rows["error"][r])]
@@ -307,5 +325,4 @@ def predict(
             res["frames"] = int(frames.loc[frames["frame_index"] >= 0, "frame_index"].nunique())
             res["tracks"] = [{k: v for k, v in t.items() if k not in ("root", "path")} for t in track_summary(frames)]
         results.append(res)
-        j += count
     return results[0] if single else results

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 from facepipe import storage
 from facepipe.annotate.config import LOCAL_MAX_FILES, PLOT_CHOICES, AnnotateConfig, AnnotateError
 from facepipe.faces.detect import DetectorConfig, detector_config, get_detector
-from facepipe.faces.track import Tracker
+from facepipe.faces.track import Tracker, track_rows
 from facepipe.annotate.infer import Annotator, default_model, keypoints_model_id, load_models_meta
 from facepipe.annotate.listing import list_files, real_name
 from facepipe.annotate.prepare import FILE_COLUMNS, SPLIT, PrepareConfig, model_crops, prepare_batch, segment_record
@@ -387,10 +387,11 @@ def _plan_videos(run: _Run, splits: list[dict], records: dict, state) -> tuple[l
 
 def _continued_tracks(run: _Run, resumed: dict) -> dict:
     """A :class:`Tracker` per resumed video (``{(root, path): annotation time in ns}``) in the state
-    it had after the video's committed segments: each track's last box and time, the next id."""
+    it had after the video's committed segments: each track's last box, time and keypoints, the next id."""
     if not resumed:
         return {}
-    cols = ["root", "path", "timestamp", "status", "track_id", "timestamp_s", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+    kp_cols = keypoint_columns(run.kp_meta["keypoint_names"])
+    cols = ["root", "path", "timestamp", "status", "track_id", "timestamp_s", "bbox_x", "bbox_y", "bbox_w", "bbox_h", *(c for pair in kp_cols for c in pair)]
     t = read_these_parts(committed_parts(run.output), cols, filter=pc.field("path").isin(sorted({p for _, p in resumed})))
     last: dict = {key: {} for key in resumed}
     if t is not None:
@@ -400,7 +401,8 @@ def _continued_tracks(run: _Run, resumed: dict) -> dict:
             if resumed.get(key) == r["timestamp"] and r["status"] == "ok" and r["track_id"] is not None:
                 seen = last[key].get(r["track_id"])
                 if seen is None or r["timestamp_s"] >= seen[1]:
-                    last[key][r["track_id"]] = (np.array([r["bbox_x"], r["bbox_y"], r["bbox_w"], r["bbox_h"]], np.float64), r["timestamp_s"])
+                    points = np.array([[r[x], r[y]] for x, y in kp_cols], np.float64)  # None (no keypoints run) -> NaN
+                    last[key][r["track_id"]] = (np.array([r["bbox_x"], r["bbox_y"], r["bbox_w"], r["bbox_h"]], np.float64), r["timestamp_s"], points)
     return {key: Tracker.continuing(tracks) for key, tracks in last.items()}
 
 
@@ -452,15 +454,8 @@ def _hand_over(video: _Video, writer: PartWriter, run: _Run, detector: str) -> N
     order = np.lexsort((np.asarray(batch["face_index"]), np.asarray(batch["frame_index"])))
     batch = {c: v[order] for c, v in batch.items()}
     status = np.asarray(batch["status"]).astype(str)
-    frame, track = np.asarray(batch["frame_index"]), np.full(len(status), -1, np.int32)
-    boxes = np.asarray(batch["bbox"], np.float64).reshape(-1, 4)
-    for f, idx in _group(frame.tolist()).items():
-        if f < 0:
-            continue
-        ok = idx[status[idx] == "ok"]
-        ids = video.tracker.update(boxes[ok], float(batch["timestamp_s"][idx[0]]))
-        track[ok] = ids
-        run.counts["frames"] += 1
+    track = track_rows(video.tracker, batch["frame_index"], batch["timestamp_s"], status, batch["bbox"], batch["keypoints"])
+    run.counts["frames"] += len(np.unique(np.asarray(batch["frame_index"])[np.asarray(batch["frame_index"]) >= 0]))
     batch["track_id"] = track
     run.counts["faces"] += int((status == "ok").sum())
     video.statuses |= set(status.tolist())
@@ -528,6 +523,38 @@ def _count_files(counts: collections.Counter, videos: dict, batch: dict, status:
             counts[file_status(seen[1])] += 1
 
 
+class _WholeVideos:
+    """Rows of uncut videos held until all of a video's rows arrived, then given back with their
+    ``track_id`` (:func:`~facepipe.faces.track.track_rows` over the frames in order: tracks need
+    every frame's keypoints, and a video's rows may come in several batches)."""
+
+    def __init__(self) -> None:
+        self.pieces: dict = {}  # (root, path) -> row batches arrived
+        self.arrived: collections.Counter = collections.Counter()
+
+    def take(self, batch: dict) -> dict:
+        """``batch`` without the rows of videos still incomplete, plus those of videos it completes."""
+        video = np.asarray(batch["file_rows"]) > 0
+        if not video.any():
+            return batch
+        out = [{k: v[~video] for k, v in batch.items()}]
+        idx = np.flatnonzero(video)
+        for key, rows in _group(list(zip(batch["root"][idx], batch["path"][idx]))).items():
+            sel = idx[rows]
+            self.pieces.setdefault(key, []).append({k: v[sel] for k, v in batch.items()})
+            self.arrived[key] += len(sel)
+            if self.arrived[key] == int(batch["file_rows"][sel[0]]):
+                del self.arrived[key]
+                pieces = self.pieces.pop(key)
+                rows_of = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+                order = np.lexsort((np.asarray(rows_of["face_index"]), np.asarray(rows_of["frame_index"])))
+                rows_of = {k: v[order] for k, v in rows_of.items()}
+                rows_of["track_id"] = track_rows(Tracker(), rows_of["frame_index"], rows_of["timestamp_s"], rows_of["status"],
+                                                 rows_of["bbox"], rows_of["keypoints"])
+                out.append(rows_of)
+        return {k: np.concatenate([o[k] for o in out]) for k in batch} if len(out) > 1 else out[0]
+
+
 def _consume(batches, total: int, writer: PartWriter, run: _Run, state, splits: list) -> None:
     """Count, convert and commit annotated batches as they arrive (complete images per part file).
 
@@ -536,6 +563,7 @@ def _consume(batches, total: int, writer: PartWriter, run: _Run, state, splits: 
     :data:`~facepipe.annotate.prepare.SPLIT` row, which goes to ``splits`` (its segments come next)."""
     counts, timings, marks, log = run.counts, run.timings, run.marks, run.log
     videos: dict = {}  # (root, path) of a video whose rows are still arriving -> [rows seen, statuses]
+    whole_videos = _WholeVideos()
     detector = run.det.describe()
     t0 = time.perf_counter()
     last_log = t0
@@ -557,6 +585,7 @@ def _consume(batches, total: int, writer: PartWriter, run: _Run, state, splits: 
             keep = (status != "skipped") & (status != "error_repeated")
             if not keep.all():
                 batch = {k: v[keep] for k, v in batch.items()}
+            batch = whole_videos.take(batch)
             if len(batch["status"]):
                 table = rows_to_table(batch, run.schema, run_id=run.run_id, timestamp=None, keypoints_model_id=run.kp_id, emotion_model_id=run.em_id, detector=detector)
                 committed = writer.add(table, batch["file_rows"])

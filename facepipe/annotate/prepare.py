@@ -27,7 +27,6 @@ from facepipe.faces.crop import context_square, crop_resize, square_crop
 from facepipe.faces.decode import ImageDecodeError, array_to_image, decode_image, gray_and_bgr
 from facepipe.faces.detect import DetectorConfig, detector_config, get_detector
 from facepipe.faces.framing import CONTEXT_FACTOR, DEFAULT_MARGIN, model_margins, refine_passes
-from facepipe.faces.track import Tracker
 from facepipe.faces.video import SegmentPlan, VideoError, plan_segments, sample_frames, sample_segment, sniff_video
 
 __all__ = ["FILE_COLUMNS", "SPLIT", "PrepareConfig", "segment_record", "crop_columns", "model_crops", "prepare_batch", "prepare_items"]
@@ -92,9 +91,6 @@ class _Rows:
     def set(self, i: int, name: str, value) -> None:
         """Set one value of row ``i`` after it was added."""
         self.cols.setdefault(name, [None] * self.n)[i] = value
-
-    def get(self, i: int, name: str):
-        return self.cols.get(name, [None] * self.n)[i]
 
     def columns(self) -> dict[str, np.ndarray]:
         n = self.n
@@ -264,8 +260,8 @@ def _prepare_file(rows: _Rows, rec: dict) -> None:
 
 
 def _prepare_video(rows: _Rows, base: dict, data: bytes, fmt: str, t_read: float) -> None:
-    """A video's rows: its sampled frames' faces (``frame_index``, ``timestamp_s``, ``track_id``), a
-    ``no_face`` row per frame without one, and an ``error`` row naming the time where decoding
+    """A video's rows: its sampled frames' faces (``frame_index``, ``timestamp_s``; the job gives
+    ``track_id`` once the faces have keypoints), a ``no_face`` row per frame without one, and an ``error`` row naming the time where decoding
     stopped early (a damaged file, or ``video_max_frames``); every row carries the file's row count.
     A video long enough to cut (``video_segment_s``) gives one :data:`SPLIT` row instead."""
     cfg = rows.config
@@ -284,7 +280,7 @@ def _prepare_video(rows: _Rows, base: dict, data: bytes, fmt: str, t_read: float
         rows.add(**base, status=SPLIT, segment_plan=plan.to_json(), segment_count=len(plan.segments), file_rows=1,
                  t_read=t_read, t_decode=time.perf_counter() - t0)
         return
-    kept, last_t, stopped = _analyse_frames(rows, base, frames, t_read, Tracker())
+    kept, last_t, stopped = _analyse_frames(rows, base, frames, t_read)
     del data
     limit = cfg.video_max_frames
     if stopped is None and limit is not None and kept >= limit and info.duration_s and last_t + 1.5 / (cfg.video_fps or 30.0) < info.duration_s:
@@ -301,10 +297,9 @@ def _limit_message(limit: int, last_t: float, duration_s: float | None) -> str:
     return f"not analysed after {last_t:.3f} s{of}: the limit of {limit} frames per video (--max-frames) was reached"
 
 
-def _analyse_frames(rows: _Rows, base: dict, frames, t_read: float, tracker: Tracker | None) -> tuple[int, float, tuple[str, float] | None]:
-    """Detect and crop each sampled frame of ``frames`` (rows per face, ``track_id`` from
-    ``tracker`` when given); how many frames, the last one's time, and ``(message, at_s)`` when
-    decoding failed on the way."""
+def _analyse_frames(rows: _Rows, base: dict, frames, t_read: float) -> tuple[int, float, tuple[str, float] | None]:
+    """Detect and crop each sampled frame of ``frames`` (rows per face); how many frames, the last
+    one's time, and ``(message, at_s)`` when decoding failed on the way."""
     want_color = _wants_color(rows.config)
     stopped, kept, last_t = None, 0, 0.0
     while True:
@@ -316,17 +311,12 @@ def _analyse_frames(rows: _Rows, base: dict, frames, t_read: float, tracker: Tra
         except VideoError as e:
             stopped = (str(e), e.at_s)
             break
-        first = rows.n
         timings = {"t_read": t_read if kept == 0 else 0.0, "t_decode": time.perf_counter() - t1}
         at = dict(base, frame_index=frame.index, timestamp_s=frame.timestamp_s)
         try:
             _analyse(rows, cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY), at, timings, frame.image if want_color else None)
         except Exception as e:  # noqa: BLE001 - a detector failure is this frame's error only
             rows.add(**at, status="error", error=_error_message(e), **timings)
-        if tracker is not None:
-            faces = [i for i in range(first, rows.n) if rows.get(i, "status") == "ok"]
-            for i, track in zip(faces, tracker.update(np.array([rows.get(i, "bbox") for i in faces]), frame.timestamp_s)):
-                rows.set(i, "track_id", track)
         kept, last_t = kept + 1, frame.timestamp_s
     return kept, last_t, stopped
 
@@ -345,8 +335,8 @@ def _plain(v):
 
 def _prepare_segment(rows: _Rows, rec: dict) -> None:
     """The rows of one segment of a video (:func:`segment_record`): as :func:`_prepare_video` gives
-    for its frames, with ``segment_index``/``segment_count``, no ``track_id`` (the job tracks
-    faces across segments, in order) and each row counting the segment's rows as its file's."""
+    for its frames, with ``segment_index``/``segment_count`` (the job tracks faces across
+    segments, in order) and each row counting the segment's rows as its file's."""
     cfg = rows.config
     seg = json.loads(rec["segment"])
     plan, k = SegmentPlan.from_json(seg["plan"]), int(seg["k"])
@@ -363,7 +353,7 @@ def _prepare_segment(rows: _Rows, rec: dict) -> None:
             if st is not None and st != (seg["file_size"], seg["file_mtime_ns"]):
                 stopped = ("the file changed while its segments were annotated (a later run annotates it again)", None)
             else:
-                kept, last_t, stopped = _analyse_frames(rows, base, sample_segment(f, plan, k, cfg.video_fps or None), time.perf_counter() - t0, None)
+                kept, last_t, stopped = _analyse_frames(rows, base, sample_segment(f, plan, k, cfg.video_fps or None), time.perf_counter() - t0)
     except (OSError, VideoError) as e:
         stopped = (f"cannot read file: {getattr(e, 'strerror', None) or e}", None)
     if stopped is None and k == count - 1 and plan.limited:
