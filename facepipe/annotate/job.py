@@ -449,14 +449,9 @@ def _group(keys: list) -> dict:
 
 def _hand_over(video: _Video, writer: PartWriter, run: _Run, detector: str) -> None:
     """Segment ``video.next``'s rows, in frame order with track ids from the video's tracker, to the writer."""
-    pieces = video.pieces.pop(video.next)
-    batch = {c: np.concatenate([p[c] for p in pieces]) for c in pieces[0]}
-    order = np.lexsort((np.asarray(batch["face_index"]), np.asarray(batch["frame_index"])))
-    batch = {c: v[order] for c, v in batch.items()}
+    batch = _tracked(video.pieces.pop(video.next), video.tracker)
     status = np.asarray(batch["status"]).astype(str)
-    track = track_rows(video.tracker, batch["frame_index"], batch["timestamp_s"], status, batch["bbox"], batch["keypoints"])
     run.counts["frames"] += len(np.unique(np.asarray(batch["frame_index"])[np.asarray(batch["frame_index"]) >= 0]))
-    batch["track_id"] = track
     run.counts["faces"] += int((status == "ok").sum())
     video.statuses |= set(status.tolist())
     table = rows_to_table(batch, run.schema, run_id=run.run_id, timestamp=video.timestamp, keypoints_model_id=run.kp_id,
@@ -523,6 +518,15 @@ def _count_files(counts: collections.Counter, videos: dict, batch: dict, status:
             counts[file_status(seen[1])] += 1
 
 
+def _tracked(pieces: list[dict], tracker: Tracker) -> dict:
+    """One video's (or segment's) row batches as one, in frame order, with ``track_id`` from ``tracker``."""
+    batch = {c: np.concatenate([p[c] for p in pieces]) for c in pieces[0]}
+    order = np.lexsort((np.asarray(batch["face_index"]), np.asarray(batch["frame_index"])))
+    batch = {c: v[order] for c, v in batch.items()}
+    batch["track_id"] = track_rows(tracker, batch["frame_index"], batch["timestamp_s"], batch["status"], batch["bbox"], batch["keypoints"])
+    return batch
+
+
 class _WholeVideos:
     """Rows of uncut videos held until all of a video's rows arrived, then given back with their
     ``track_id`` (:func:`~facepipe.faces.track.track_rows` over the frames in order: tracks need
@@ -545,13 +549,7 @@ class _WholeVideos:
             self.arrived[key] += len(sel)
             if self.arrived[key] == int(batch["file_rows"][sel[0]]):
                 del self.arrived[key]
-                pieces = self.pieces.pop(key)
-                rows_of = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
-                order = np.lexsort((np.asarray(rows_of["face_index"]), np.asarray(rows_of["frame_index"])))
-                rows_of = {k: v[order] for k, v in rows_of.items()}
-                rows_of["track_id"] = track_rows(Tracker(), rows_of["frame_index"], rows_of["timestamp_s"], rows_of["status"],
-                                                 rows_of["bbox"], rows_of["keypoints"])
-                out.append(rows_of)
+                out.append(_tracked(self.pieces.pop(key), Tracker()))
         return {k: np.concatenate([o[k] for o in out]) for k in batch} if len(out) > 1 else out[0]
 
 
