@@ -290,11 +290,45 @@ def make_meta(task: str, arch: str, arch_args: dict, input_size: int, labels: li
     return meta
 
 
-def save_model_dir(path: str | os.PathLike, model: nn.Module, meta: dict, dtype: torch.dtype | None = None) -> Path:
+#: Types ``weights.pt`` may store a network's floating-point tensors in (``--weights-dtype``).
+WEIGHTS_DTYPES = ("float32", "float16", "bfloat16", "int8")
+#: Key suffix of an int8 tensor's per-output-channel scale in ``weights.pt``.
+_SCALE = "@int8_scale"
+
+
+def _int8_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convolution and linear weights as int8 with one float16 scale per output channel (symmetric,
+    the largest magnitude maps to 127: a quarter of the float32 file); other floating tensors
+    (norm statistics, biases: few values, some of them large) as float16. Plain tensors, so the
+    file stays a state dict that ``torch.load(weights_only=True)`` reads."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if not v.is_floating_point():
+            out[k] = v
+        elif v.dim() < 2:
+            out[k] = v.to(torch.float16)
+        else:
+            w = v.float()
+            scale = (w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True) / 127).clamp_min(1e-12).to(torch.float16)
+            out[k] = torch.round(w / scale.float()).clamp(-127, 127).to(torch.int8)
+            out[k + _SCALE] = scale
+    return out
+
+
+def _float_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """:func:`_int8_state` undone (int8 times its scale); a state without scales comes back as it is."""
+    scales = {k[: -len(_SCALE)]: v for k, v in state.items() if k.endswith(_SCALE)}
+    if not scales:
+        return state
+    return {k: (v.float() * scales[k].float() if k in scales else v) for k, v in state.items() if not k.endswith(_SCALE)}
+
+
+def save_model_dir(path: str | os.PathLike, model: nn.Module, meta: dict, dtype: torch.dtype | str | None = None) -> Path:
     """Write ``weights.pt`` (a plain state dict) and ``meta.json`` (with the weights' sha256).
 
-    ``dtype`` (e.g. ``torch.float16``) stores floating-point tensors in that type, halving the file
-    for shipping; :func:`load_model` loads them back into the fp32 network.
+    ``dtype`` (a name of :data:`WEIGHTS_DTYPES` or a torch dtype) stores floating-point tensors in
+    that type for shipping: ``float16`` halves the file, ``int8`` quarters it (per-channel scales,
+    :func:`_int8_state`); :func:`load_model` loads them back into the fp32 network.
     """
     import hashlib
 
@@ -302,8 +336,14 @@ def save_model_dir(path: str | os.PathLike, model: nn.Module, meta: dict, dtype:
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
     if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        meta = {**meta, "weights_dtype": str(dtype).replace("torch.", "")}
+        name = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
+        if name not in WEIGHTS_DTYPES:
+            raise ValueError(f"weights dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {name!r}")
+        if name == "int8":
+            state = _int8_state(state)
+        else:
+            state = {k: v.to(getattr(torch, name)) if v.is_floating_point() else v for k, v in state.items()}
+        meta = {**meta, "weights_dtype": name}
     tmp = path / (WEIGHTS + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path / WEIGHTS)
@@ -337,8 +377,8 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     except Exception as e:  # noqa: BLE001 - torch's text would suggest weights_only=False, which runs pickled code
         raise ValueError(f"{path / WEIGHTS}: not a plain state dict of tensors, refused ({type(e).__name__})") from None
     try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as e:
+        model.load_state_dict(_float_state(state))
+    except (RuntimeError, TypeError, AttributeError, KeyError) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
         raise ValueError(f"{path / WEIGHTS}: does not fit the network {path / META} describes ({detail[:300]})") from None
@@ -351,7 +391,7 @@ _MEMBER_FIELDS = ("arch", "arch_args", "model_id", "num_parameters", "trained_ep
 _SHARED_FIELDS = ("task", "input_size", "crop", "normalization", "framing")
 
 
-def save_ensemble(member_dirs: list[str | os.PathLike], output: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+def save_ensemble(member_dirs: list[str | os.PathLike], output: str | os.PathLike, dtype: torch.dtype | str | None = None) -> Path:
     """One model directory that runs the trained models in ``member_dirs`` and averages them.
 
     The members must share task, labels, input size and crop, normalisation and framing (else ValueError
@@ -375,7 +415,7 @@ def save_ensemble(member_dirs: list[str | os.PathLike], output: str | os.PathLik
                 members=members, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     model = Ensemble([net for net, _ in loaded], get_task(first["task"]).average)
     if dtype is None and first.get("weights_dtype"):
-        dtype = getattr(torch, first["weights_dtype"])
+        dtype = first["weights_dtype"]
     return save_model_dir(output, model, meta, dtype=dtype)
 
 

@@ -397,8 +397,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                  **({"images": photo["images"], "split_by": photo["split_by"], "faces": photo["faces"]} if photo else {})},
         "metrics": {k: v for k, v in chosen.items() if k.startswith("val_")},
     })
-    dtype = getattr(torch, cfg.weights_dtype) if cfg.weights_dtype else None
-    model_dir = models.save_model_dir(Path(cfg.output) / cfg.task / "model", model, meta, dtype=dtype)
+    model_dir = models.save_model_dir(Path(cfg.output) / cfg.task / "model", model, meta, dtype=cfg.weights_dtype)
     (model_dir.parent / "history.json").write_text(json.dumps(history, indent=2))
     from facepipe import plots
 

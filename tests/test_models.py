@@ -75,6 +75,32 @@ def test_float16_model_directory_loads_back_into_fp32(tmp_path):
             torch.testing.assert_close(b, a.to(torch.float16).to(a.dtype), rtol=0, atol=0)
 
 
+def test_int8_model_directory_is_a_quarter_of_fp32_and_predicts_like_it(tmp_path):
+    names = list(KeypointSchema.kaggle().names)
+    torch.manual_seed(0)
+    net = models.build_model("keypoints", "resnet18", {"width": 16, "head": "integral"}, 15).eval()
+    meta = models.make_meta("keypoints", "resnet18", {"width": 16, "head": "integral"}, 96, names, 0.5, 0.25)
+    d32 = models.save_model_dir(tmp_path / "fp32", net, meta)
+    d8 = models.save_model_dir(tmp_path / "int8", net, meta, dtype="int8")
+    assert (d8 / "weights.pt").stat().st_size < 0.3 * (d32 / "weights.pt").stat().st_size
+    m8 = json.loads((d8 / "meta.json").read_text())
+    assert m8["weights_dtype"] == "int8" and m8["model_id"] != json.loads((d32 / "meta.json").read_text())["model_id"]
+    stored = torch.load(d8 / "weights.pt", weights_only=True)
+    conv = "head.layers.0.weight"
+    assert stored[conv].dtype == torch.int8 and stored[conv + "@int8_scale"].shape[0] == stored[conv].shape[0]
+    loaded, _ = models.load_model(d8)
+    for (k, a), b in zip(net.state_dict().items(), loaded.state_dict().values()):
+        assert b.dtype == a.dtype, k
+        if a.is_floating_point() and a.dim() >= 2:  # each weight within half a step of its channel's scale
+            step = a.abs().amax(dim=tuple(range(1, a.dim())), keepdim=True) / 127
+            assert ((b - a).abs() <= 0.51 * step + 1e-3 * step.max()).all(), k
+    x = torch.rand(3, 1, 96, 96)
+    with torch.no_grad():
+        assert (loaded(x) - net(x)).abs().max() < 0.02  # [-1, 1] coordinates: < 1 px of a 96-px crop
+    with pytest.raises(ValueError, match="int4"):
+        models.save_model_dir(tmp_path / "bad", net, meta, dtype="int4")
+
+
 class _BrightestPoint(torch.nn.Module):
     """Every keypoint at the image's brightest spot (soft-argmax), in the models' [-1, 1] scale."""
 

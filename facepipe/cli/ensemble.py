@@ -17,17 +17,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("members", nargs="+", metavar="MODEL", help="model directories written by `facepipe train` (2 or more)")
     p.add_argument("--output", required=True, help="the new model directory")
-    p.add_argument("--weights-dtype", choices=("float32", "float16", "bfloat16"), default=None,
+    p.add_argument("--weights-dtype", choices=("float32", "float16", "bfloat16", "int8"), default=None,
                    help="store the weights in this type (default: the first member's)")
     return p
 
 
 def main(args: argparse.Namespace) -> int:
-    import torch
-
     from facepipe.models import save_ensemble
 
-    out = save_ensemble(args.members, args.output, dtype=getattr(torch, args.weights_dtype) if args.weights_dtype else None)
+    out = save_ensemble(args.members, args.output, dtype=args.weights_dtype)
     print(f"ensemble: {len(args.members)} members -> {out}")
     return 0
 
