@@ -70,23 +70,21 @@ class State:
         the entries it returns (:meth:`done_shas`), joined in Arrow, not per file in Python."""
         if self.latest is None or not entries:
             return list(entries)
-        listing = _numbered(pa.table({
-            "root": pa.array([e.root for e in entries], pa.string()),
-            "path": pa.array([e.path for e in entries], pa.string()),
-            "size": pa.array([e.size for e in entries], pa.int64()),
-            "mtime": pa.array([e.mtime_ns for e in entries], pa.int64()),
-            "ctime": pa.array([e.ctime_ns for e in entries], pa.int64()),
-        }))
-        joined = listing.join(self.latest, keys=["root", "path"], join_type="left outer", use_threads=False)
-        finished = pc.invert(pc.is_in(joined["status"], pa.array(["error", PARTIAL])))
-        done = pc.and_kleene(pc.and_kleene(finished, pc.equal(joined["size"], joined["file_size"])),
-                             pc.and_kleene(pc.equal(joined["mtime"], joined["file_mtime_ns"]), pc.less(joined["ctime"], joined["timestamp"])))
-        rest = joined.filter(pc.invert(pc.fill_null(done, False)))
-        rest = rest.take(pc.sort_indices(rest["_i"]))
-        known = rest.filter(pc.and_kleene(pc.is_valid(rest["status"]), pc.invert(pc.is_in(rest["status"], pa.array(["error", PARTIAL])))))
-        for root, path, sha in zip(*(known[c].to_pylist() for c in ("root", "path", "sha256"))):
-            self.shas[(root, path)] = sha if isinstance(sha, str) else ""
-        return [entries[i] for i in rest["_i"].to_pylist()]
+        # A lookup of each listed file's row in ``latest`` by (root, path) (index_in: a hash set of
+        # the latest keys), not an Acero join: at 100,000 files the join's tables cost ~45 MB.
+        at = pc.index_in(_keys(pa.array([e.root for e in entries], pa.string()), pa.array([e.path for e in entries], pa.string())),
+                         value_set=_keys(self.latest["root"], self.latest["path"]))
+        row = lambda column: pc.take(self.latest[column], at)  # noqa: E731 - null where the file has no row
+        status = row("status")
+        finished = pc.invert(pc.is_in(status, pa.array(["error", PARTIAL])))
+        done = pc.and_kleene(pc.and_kleene(finished, pc.equal(pa.array([e.size for e in entries], pa.int64()), row("file_size"))),
+                             pc.and_kleene(pc.equal(pa.array([e.mtime_ns for e in entries], pa.int64()), row("file_mtime_ns")),
+                                           pc.less(pa.array([e.ctime_ns for e in entries], pa.int64()), row("timestamp"))))
+        rest = pc.indices_nonzero(pc.invert(pc.fill_null(done, False)))  # in the listing's order
+        known = pc.filter(rest, pc.take(pc.and_kleene(pc.is_valid(status), finished), rest))
+        for i, sha in zip(known.to_pylist(), pc.take(row("sha256"), known).to_pylist()):
+            self.shas[(entries[i].root, entries[i].path)] = sha if isinstance(sha, str) else ""
+        return [entries[i] for i in rest.to_pylist()]
 
     def done_shas(self, root: str, path: str) -> str:
         """The content hash of a file's done annotation ("" when none), for a file :meth:`select` returned."""
@@ -283,11 +281,15 @@ def state_of(everything: pa.Table | None, keypoints_model_id: str | None, emotio
     first = first.aggregate([("timestamp", "min")]).sort_by("timestamp_min")
     for folder, label in zip(first.column("input_root").to_pylist(), first.column("root").to_pylist()):
         state.roots.setdefault(folder, label)  # the label a folder got first (older outputs may hold two)
-    done = pc.scalar(True)
+    t = everything.select(_STATE_COLUMNS)  # the columns kept, before the copy a filter makes
+    done = None
     for column, wanted in matched:
         if wanted is not None:
-            done = done & (pc.field(column) == wanted)
-    t = _plain(everything.filter(done).select(_STATE_COLUMNS))
+            match = _equals(everything[column], wanted)
+            done = match if done is None else pc.and_(done, match)
+    if done is not None:
+        t = t.filter(done)
+    t = _plain(t)
     if t.num_rows == 0:
         return state
     state.rows = t.num_rows
@@ -303,7 +305,7 @@ def state_of(everything: pa.Table | None, keypoints_model_id: str | None, emotio
     first = t.group_by(["root", "path"], use_threads=False).aggregate([("_i", "min")])
     latest = t.take(first["_i_min"]).select(["root", "path", "sha256", "file_size", "file_mtime_ns", "status", "error", "timestamp"])
     latest = _mark_partial(t, latest, state)
-    errors = latest.filter(pc.field("status") == "error")
+    errors = latest.filter(pc.fill_null(pc.equal(latest["status"], "error"), False))
     for root, path, sha, error in zip(*(errors[c].to_pylist() for c in ("root", "path", "sha256", "error"))):
         state.errors[(root, path)] = (sha if isinstance(sha, str) else "", error if isinstance(error, str) else "")
     state.images = latest.num_rows - errors.num_rows - len(state.partial)
@@ -333,6 +335,23 @@ def _mark_partial(rows: pa.Table, latest: pa.Table, state: State) -> pa.Table:
     return latest.set_column(latest.schema.get_field_index("status"), "status", pc.if_else(pc.is_in(key, keys), PARTIAL, latest["status"]))
 
 
+def _equals(column: pa.ChunkedArray, value: str) -> pa.ChunkedArray:
+    """Where ``column`` is ``value`` (null: no). A dictionary column is compared by its indices:
+    decoding a 100-character detector description per row costs more than the whole state."""
+    if not pa.types.is_dictionary(column.type):
+        return pc.fill_null(pc.equal(column, value), False)
+    chunks = []
+    for chunk in column.chunks:
+        at = pc.index(chunk.dictionary, value).as_py()  # a part's dictionary holds each value once
+        chunks.append(pc.fill_null(pc.equal(chunk.indices, at), False) if at >= 0 else pa.repeat(False, len(chunk)))
+    return pa.chunked_array(chunks, pa.bool_())
+
+
+def _keys(root, path):
+    """One string per row that names its (root, path) (a NUL cannot be in either), for lookups by file."""
+    return pc.binary_join_element_wise(root, path, "\0")
+
+
 def _numbered(table: pa.Table) -> pa.Table:
     """``table`` with an ``_i`` column of its row numbers, to restore an order after a join or group_by."""
     return table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))
@@ -354,16 +373,19 @@ def current_view(table: pa.Table, existing: bool = True, listed: pa.Table | None
     whose file was not just listed are looked at one by one."""
     if table.num_rows == 0:
         return _plain(table)
-    keys = _numbered(_plain(table.select(["root", "path", "timestamp"])))
-    newest = keys.group_by(["root", "path"], use_threads=False).aggregate([("timestamp", "max")])
-    keys = keys.join(newest, keys=["root", "path"], join_type="inner", use_threads=False)
-    kept = keys.filter(pc.equal(keys["timestamp"], keys["timestamp_max"]))["_i"]
-    table = table.take(pc.take(kept, pc.sort_indices(kept)))  # in the table's order
-    del keys, newest
+    # Lookups by key (index_in, is_in), not Acero joins: a join's tables are the larger part of a
+    # no-op rerun's memory at 100,000 files.
+    keys = _plain(table.select(["root", "path", "timestamp"]))
+    key = _keys(keys["root"], keys["path"])
+    newest = keys.select(["root", "path", "timestamp"]).group_by(["root", "path"], use_threads=False).aggregate([("timestamp", "max")])
+    newest_ts = pc.take(newest["timestamp_max"], pc.index_in(key, value_set=_keys(newest["root"], newest["path"])))
+    table = table.filter(pc.equal(keys["timestamp"], newest_ts))  # in the table's order
+    del keys, key, newest, newest_ts
     if existing and table.num_rows:
         unseen = _numbered(_plain(table.select(["input_root", "path"])))
         if listed is not None:
-            unseen = unseen.join(listed.select(["input_root", "path"]), keys=["input_root", "path"], join_type="left anti", use_threads=False)
+            unseen = unseen.filter(pc.invert(pc.is_in(_keys(unseen["input_root"], unseen["path"]),
+                                                      value_set=_keys(listed["input_root"], listed["path"]))))
         alive: dict[tuple[str, str], bool] = {}
         objects: dict[str, set[str]] = {}  # an object store's input root → its objects, listed once
         gone = []
