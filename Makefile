@@ -19,8 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) jobs/demo.py --output demo_output
 
+# Two pytest workers (pytest-xdist), each with its own session Ray and S3 server: much of the
+# suite waits on process start-up, Ray start-up and kills, so two share 2 cores well.
+# `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=25 tests
+	$(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS) tests
 
 clean-demo:
 	rm -rf demo_output
