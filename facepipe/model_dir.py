@@ -33,6 +33,8 @@ MAX_META_BYTES = 8 * 1024 * 1024
 MAX_INPUT_SIZE = 1024
 #: Most outputs (points or classes) a model may name; more is no landmark set (dense meshes have ~500).
 MAX_LABELS = 1000
+#: Types ``weights.pt`` may store a network's floating-point tensors in (``--weights-dtype``; :func:`facepipe.models.save_model_dir`).
+WEIGHTS_DTYPES = ("float32", "float16", "bfloat16", "int8")
 
 
 def read_meta(path: str | os.PathLike) -> dict:

@@ -22,7 +22,7 @@ import torchvision
 
 import facepipe
 from facepipe import storage
-from facepipe.model_dir import META, WEIGHTS, check_model_dir, model_id, read_meta  # noqa: F401  (re-exported)
+from facepipe.model_dir import META, WEIGHTS, WEIGHTS_DTYPES, check_model_dir, model_id, read_meta  # noqa: F401  (re-exported)
 from facepipe.tasks import get_task
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
@@ -290,8 +290,6 @@ def make_meta(task: str, arch: str, arch_args: dict, input_size: int, labels: li
     return meta
 
 
-#: Types ``weights.pt`` may store a network's floating-point tensors in (``--weights-dtype``).
-WEIGHTS_DTYPES = ("float32", "float16", "bfloat16", "int8")
 #: Key suffix of an int8 tensor's per-output-channel scale in ``weights.pt``.
 _SCALE = "@int8_scale"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from facepipe.augment import AugmentConfig
 from facepipe.data.kaggle import FER_FRAME_MARGIN
+from facepipe.model_dir import WEIGHTS_DTYPES
 from facepipe.tasks import Task, get_task
 
 __all__ = ["TrainConfig", "TrainingFailed", "TrainResult"]
@@ -79,7 +80,7 @@ class TrainConfig:
         default_text=f"photo labels 0.15, annotation's; FER2013 {FER_FRAME_MARGIN}, which reproduces FER's framing"))
     weights_dtype: str | None = field(default=None, metadata=_flag(
         "store the exported weights in this type (float16 halves the file, int8 quarters it: per-channel scales)",
-        choices=["float32", "float16", "bfloat16", "int8"], default_text="float32"))
+        choices=list(WEIGHTS_DTYPES), default_text="float32"))
 
     def __post_init__(self) -> None:
         task = get_task(self.task)  # unknown names fail here
@@ -116,8 +117,8 @@ class TrainConfig:
             raise ValueError(f"--crop {aug.crop} must be smaller than the {task.input_size}-px input (0: no crop)")
         if self.input_size is not None and not 32 <= self.input_size <= 512:
             raise ValueError(f"input_size must be between 32 and 512 pixels, got {self.input_size}")
-        if self.weights_dtype is not None and self.weights_dtype not in ("float32", "float16", "bfloat16", "int8"):
-            raise ValueError(f"weights_dtype must be float32, float16, bfloat16 or int8, got {self.weights_dtype!r}")
+        if self.weights_dtype is not None and self.weights_dtype not in WEIGHTS_DTYPES:
+            raise ValueError(f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {self.weights_dtype!r}")
 
 
 class TrainingFailed(RuntimeError):

@@ -46,7 +46,7 @@ from facepipe.annotate.listing import list_files, real_name
 from facepipe.annotate.prepare import FILE_COLUMNS, SPLIT, PrepareConfig, model_crops, prepare_batch, segment_record
 from facepipe.annotate.render import PLOTS_DIR, plot_path, render_batch, render_video_batch
 from facepipe.annotate.schema import POSE_COLUMNS, SCHEMA_VERSION, build_schema, file_status, keypoint_columns, rows_to_table
-from facepipe.annotate.state import STATE_COLUMNS, committed_parts, current_view, read_these_parts, state_of
+from facepipe.annotate.state import STATE_COLUMNS, committed_parts, current_view, first_rows, read_these_parts, state_of
 from facepipe.annotate.writer import OutputFull, PartWriter, atomic_write_bytes, dataset_dir, out_of_space, output_lock, remove_temporaries
 from facepipe.logs import eta
 
@@ -797,8 +797,7 @@ def _summary(run: _Run, cfg: AnnotateConfig, entries, done_unchanged: int, todo,
     rows = view.num_rows if view is not None else 0
     status_counts, faces_hist, emotion_counts, n_images, n_faces, tracks = {}, {}, {}, 0, 0, []
     if rows:
-        keys = view.select(["root", "path"]).append_column("_i", pa.array(range(rows), pa.int64()))
-        first = keys.group_by(["root", "path"], use_threads=False).aggregate([("_i", "min")])["_i_min"]  # a file's first row
+        first = first_rows(view)
         n_images = len(first)
         status_counts = {str(k): int(v) for k, v in _value_counts(pc.take(view["status"], first)).items()}
         faces_hist = {int(k): int(v) for k, v in sorted(_value_counts(pc.take(view["num_faces"], first)).items())}

@@ -301,9 +301,7 @@ def state_of(everything: pa.Table | None, keypoints_model_id: str | None, emotio
     t = t.sort_by([("timestamp", "descending"), ("_error", "ascending")])
     t = t.set_column(t.schema.get_field_index("timestamp"), "timestamp",
                      pc.cast(pc.cast(t.column("timestamp"), pa.timestamp("ns", tz="UTC")), pa.int64()))
-    t = _numbered(t)
-    first = t.group_by(["root", "path"], use_threads=False).aggregate([("_i", "min")])
-    latest = t.take(first["_i_min"]).select(["root", "path", "sha256", "file_size", "file_mtime_ns", "status", "error", "timestamp"])
+    latest = t.take(first_rows(t)).select(["root", "path", "sha256", "file_size", "file_mtime_ns", "status", "error", "timestamp"])
     latest = _mark_partial(t, latest, state)
     errors = latest.filter(pc.fill_null(pc.equal(latest["status"], "error"), False))
     for root, path, sha, error in zip(*(errors[c].to_pylist() for c in ("root", "path", "sha256", "error"))):
@@ -352,6 +350,11 @@ def _keys(root, path):
     return pc.binary_join_element_wise(root, path, "\0")
 
 
+def first_rows(table: pa.Table) -> pa.ChunkedArray:
+    """The index of each (root, path)'s first row in ``table`` (plain string columns)."""
+    return _numbered(table.select(["root", "path"])).group_by(["root", "path"], use_threads=False).aggregate([("_i", "min")])["_i_min"]
+
+
 def _numbered(table: pa.Table) -> pa.Table:
     """``table`` with an ``_i`` column of its row numbers, to restore an order after a join or group_by."""
     return table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))
@@ -369,7 +372,7 @@ def current_view(table: pa.Table, existing: bool = True, listed: pa.Table | None
     """The rows of ``table`` that make the current view (dictionary columns decoded, rows in
     their order): per (root, path) the rows of its most recent annotation and, with ``existing``,
     only files that still exist at ``input_root/path`` (``listed``: a table of ``input_root`` and
-    ``path`` of files just listed, known to exist without a look). Joined in Arrow; only rows
+    ``path`` of files just listed, known to exist without a look). Matched in Arrow; only rows
     whose file was not just listed are looked at one by one."""
     if table.num_rows == 0:
         return _plain(table)
@@ -377,7 +380,7 @@ def current_view(table: pa.Table, existing: bool = True, listed: pa.Table | None
     # no-op rerun's memory at 100,000 files.
     keys = _plain(table.select(["root", "path", "timestamp"]))
     key = _keys(keys["root"], keys["path"])
-    newest = keys.select(["root", "path", "timestamp"]).group_by(["root", "path"], use_threads=False).aggregate([("timestamp", "max")])
+    newest = keys.group_by(["root", "path"], use_threads=False).aggregate([("timestamp", "max")])
     newest_ts = pc.take(newest["timestamp_max"], pc.index_in(key, value_set=_keys(newest["root"], newest["path"])))
     table = table.filter(pc.equal(keys["timestamp"], newest_ts))  # in the table's order
     del keys, key, newest, newest_ts

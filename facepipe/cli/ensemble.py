@@ -11,13 +11,14 @@ import argparse
 import sys
 
 from facepipe.cli import run_main
+from facepipe.model_dir import WEIGHTS_DTYPES
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("members", nargs="+", metavar="MODEL", help="model directories written by `facepipe train` (2 or more)")
     p.add_argument("--output", required=True, help="the new model directory")
-    p.add_argument("--weights-dtype", choices=("float32", "float16", "bfloat16", "int8"), default=None,
+    p.add_argument("--weights-dtype", choices=WEIGHTS_DTYPES, default=None,
                    help="store the weights in this type (default: the first member's)")
     return p
 
